@@ -1,0 +1,31 @@
+# Two commands on a fresh machine with only Python 3: `make run`, `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test lint clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): requirements.txt requirements-dev.txt setup.cfg
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+## Serve on 127.0.0.1:8000 (embedded Redis and SQLite unless REDIS_URL / DATABASE_URL are set).
+run: install
+	$(BIN)/signin init-db --admin
+	$(BIN)/signin serve --host 127.0.0.1 --port 8000
+
+## Run the test suite (embedded Redis and SQLite unless REDIS_URL / DATABASE_URL are set).
+test: install
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) instance build *.egg-info

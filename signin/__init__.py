@@ -1,0 +1,37 @@
+"""signin: a small sign-in and revocable-token service for WSGI shops."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app: settings, extensions, blueprints, error handlers, CLI."""
+    app = Flask(__name__, instance_relative_config=True)
+    app.config.from_object("config.Config")
+    if config is not None:
+        app.config.update(config)
+    if not app.config["SQLALCHEMY_DATABASE_URI"]:
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "signin.db")
+    app.json.sort_keys = False
+    # Every route answers with and without its trailing slash, never by redirect.
+    app.url_map.strict_slashes = False
+
+    from signin import auth, cli, errors
+    from signin.account import bp as account_bp
+    from signin.extensions import db, redis_client
+    from signin.health import bp as health_bp
+
+    db.init_app(app)
+    redis_client.init_app(app)
+    auth.init_app(app, app.extensions["redis"].client)
+    errors.init_app(app)
+    cli.init_app(app)
+    app.register_blueprint(account_bp)
+    app.register_blueprint(health_bp)
+    return app

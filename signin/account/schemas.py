@@ -1,0 +1,61 @@
+"""Marshmallow schemas: what the account endpoints accept and answer."""
+
+from __future__ import annotations
+
+from flask import current_app
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
+
+from signin.errors import InvalidScope
+
+
+class RequestSchema(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+
+class SigninSchema(RequestSchema):
+    username = fields.String(required=True, validate=validate.Length(1, 150))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(1, 1024))
+    client_id = fields.String(load_default=None, validate=validate.Length(1, 150))
+    scope = fields.String(load_default=None, validate=validate.Length(1, 1000))
+
+    @validates("client_id")
+    def _known_client(self, value: str | None, **_: object) -> None:
+        if value is not None and value not in current_app.config["SIGNIN_CLIENTS"]:
+            raise ValidationError("Unknown client.")
+
+
+class TokenSchema(Schema):
+    access_token = fields.String(required=True)
+    expires_in = fields.String(required=True, metadata={"example": "604800"})
+    token_type = fields.String(required=True, metadata={"example": "Bearer"})
+    refresh_token = fields.String(required=True)
+    client_id = fields.String(required=True)
+    scope = fields.String(required=True, metadata={"example": "read write"})
+
+
+class TokenResponseSchema(Schema):
+    token = fields.Nested(TokenSchema, required=True)
+
+
+class ErrorSchema(Schema):
+    error = fields.String(required=True)
+    error_description = fields.String(required=True)
+    fields_ = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+    )
+
+
+def grant(client_id: str | None, scope: str | None) -> tuple[str, str]:
+    """Return the client and the scope a sign-in gets, or raise ``InvalidScope``."""
+    config = current_app.config
+    client_id = client_id or config["SIGNIN_CLIENTS"][0]
+    if scope is None:
+        return client_id, config["SIGNIN_DEFAULT_SCOPE"]
+    requested = set(scope.split())
+    allowed = config["SIGNIN_SCOPES"]
+    if not requested or not requested <= set(allowed):
+        raise InvalidScope()
+    return client_id, " ".join(s for s in allowed if s in requested)

@@ -1,0 +1,65 @@
+"""Flask glue for the token store: the app's store and ``require_token``."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, current_app, g, request
+from redis import Redis
+
+from signin.errors import InsufficientScope, InvalidToken
+from signin.tokens import Session, TokenStore
+
+EXTENSION = "signin.tokens"
+
+
+def init_app(app: Flask, redis: Redis) -> TokenStore:
+    """Give an app a token store over ``redis``, set up from its SIGNIN_* config."""
+    config = app.config
+    store = TokenStore(
+        redis,
+        access_ttl=config.get("SIGNIN_ACCESS_TOKEN_TTL", 604800),
+        refresh_ttl=config.get("SIGNIN_REFRESH_TOKEN_TTL", 604800),
+        reuse_grace=config.get("SIGNIN_REFRESH_REUSE_GRACE", 10),
+        prefix=config.get("SIGNIN_REDIS_PREFIX", "signin:"),
+    )
+    app.extensions[EXTENSION] = store
+    return store
+
+
+def token_store() -> TokenStore:
+    """Return the current app's token store."""
+    return current_app.extensions[EXTENSION]
+
+
+def bearer_token() -> str | None:
+    """Return the token of an ``Authorization: Bearer`` header, if there is one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def require_token(*scopes: str) -> Callable:
+    """Demand a live bearer token (holding every scope named) before a view runs.
+
+    The view finds the token's session in ``g.session`` and the token in
+    ``g.access_token``.
+    """
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            token = bearer_token()
+            session: Session | None = token_store().resolve(token) if token else None
+            if session is None:
+                raise InvalidToken()
+            if not set(scopes) <= set(session.scope.split()):
+                raise InsufficientScope()
+            g.session, g.access_token = session, token
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator

@@ -1,0 +1,147 @@
+"""The ``signin`` command group: database, users and the server."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+
+import click
+from flask import Flask
+from flask.cli import AppGroup, FlaskGroup
+
+from signin import accounts
+from signin.auth import token_store
+from signin.extensions import db
+from signin.models import User
+
+ADMIN_PASSWORD_BYTES = 18
+
+users = AppGroup("users", help="Create, change, disable and list users.")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    if not 1 <= len(password) <= 1024:
+        raise click.BadParameter("a password is 1 to 1024 characters long")
+    return password
+
+
+def _user(name: str) -> User:
+    user = User.find(name)
+    if user is None:
+        raise click.ClickException(f"no user named {name!r}")
+    return user
+
+
+password_stdin = click.option(
+    "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
+)
+
+
+@click.command("init-db")
+@click.option("--admin", is_flag=True, help="If there are no users yet, create 'admin' and print its password.")
+def init_db(admin: bool) -> None:
+    """Create the tables that do not exist yet."""
+    db.create_all()
+    click.echo("Database ready.")
+    if admin and db.session.scalar(db.select(User.id).limit(1)) is None:
+        password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
+        accounts.create_user("admin", password)
+        click.echo("Created user 'admin'. Its password, shown only this once:")
+        click.echo(password)
+
+
+@users.command("create")
+@click.argument("name")
+@password_stdin
+def create_user(name: str, password_stdin: bool) -> None:
+    """Create a user; the password comes from a prompt or standard input."""
+    if not 1 <= len(name) <= 150:
+        raise click.BadParameter("a username is 1 to 150 characters long")
+    try:
+        accounts.create_user(name, _read_password(password_stdin))
+    except accounts.UsernameTaken:
+        raise click.ClickException(f"a user named {name!r} already exists") from None
+    click.echo(f"Created user {name!r}.")
+
+
+@users.command("set-password")
+@click.argument("name")
+@password_stdin
+def set_password(name: str, password_stdin: bool) -> None:
+    """Replace a user's password."""
+    user = _user(name)
+    accounts.set_password(user, _read_password(password_stdin))
+    click.echo(f"Password of {user.username!r} changed.")
+
+
+@users.command("disable")
+@click.argument("name")
+def disable(name: str) -> None:
+    """Stop a user signing in, and end every session they have."""
+    user = _user(name)
+    user.is_active = False
+    db.session.commit()
+    ended = token_store().revoke_user(user.id)
+    click.echo(f"Disabled {user.username!r}; ended {ended} session(s).")
+
+
+@users.command("enable")
+@click.argument("name")
+def enable(name: str) -> None:
+    """Let a disabled user sign in again."""
+    user = _user(name)
+    user.is_active = True
+    db.session.commit()
+    click.echo(f"Enabled {user.username!r}.")
+
+
+@users.command("revoke")
+@click.argument("name")
+def revoke(name: str) -> None:
+    """End every session a user has; they can sign in again."""
+    user = _user(name)
+    ended = token_store().revoke_user(user.id)
+    click.echo(f"Ended {ended} session(s) of {user.username!r}.")
+
+
+@users.command("list")
+def list_users() -> None:
+    """List users, one a line: name, state, live sessions."""
+    for user in db.session.scalars(db.select(User).order_by(User.id)):
+        state = "active" if user.is_active else "disabled"
+        sessions = len(token_store().session_ids(user.id))
+        click.echo(f"{user.username}\t{state}\t{sessions} session(s)")
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+def serve(host: str, port: int, threads: int) -> None:
+    """Serve the API with waitress."""
+    import waitress
+    from flask import current_app
+
+    app = current_app._get_current_object()
+    click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
+    waitress.serve(app, host=host, port=port, threads=threads, ident="signin")
+
+
+def init_app(app: Flask) -> None:
+    """Register the commands with ``flask --app signin``."""
+    app.cli.add_command(init_db)
+    app.cli.add_command(users)
+    app.cli.add_command(serve)
+
+
+def _create_app() -> Flask:
+    from signin import create_app
+
+    return create_app()
+
+
+main = FlaskGroup(create_app=_create_app, help="Run and administer the signin service.")

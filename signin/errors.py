@@ -1,0 +1,161 @@
+"""The API's errors and the one place that turns any of them into JSON."""
+
+from __future__ import annotations
+
+import logging
+
+import redis.exceptions
+import sqlalchemy.exc
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+# Exceptions that mean a store is out of reach, not that the code is wrong.
+REDIS_OUTAGES = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.SlotNotCoveredError,
+)
+DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+
+# OAuth-style codes for werkzeug's own HTTP errors.
+HTTP_ERROR_CODES = {
+    400: "invalid_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    500: "server_error",
+}
+# One human sentence each, in place of werkzeug's longer defaults.
+HTTP_ERROR_DESCRIPTIONS = {
+    404: "There is no such endpoint.",
+    405: "This endpoint does not allow that method.",
+    413: "The request body is larger than the limit.",
+}
+
+
+class APIError(Exception):
+    """An error the client is told about, with its status and OAuth code."""
+
+    status_code = 400
+    error = "invalid_request"
+    description = "The request is invalid."
+    headers: dict[str, str] = {}
+
+    def __init__(self, description: str | None = None, fields: dict | None = None) -> None:
+        super().__init__(description or self.description)
+        self.description = description or self.description
+        self.fields = fields
+
+    def body(self) -> dict:
+        body = {"error": self.error, "error_description": self.description}
+        if self.fields is not None:
+            body["fields"] = self.fields
+        return body
+
+
+class InvalidRequest(APIError):
+    """The body is malformed or a field is missing, empty, mistyped or too long."""
+
+
+class InvalidScope(APIError):
+    """A requested scope is not allowed."""
+
+    error = "invalid_scope"
+    description = "The requested scope is not allowed."
+
+
+class InvalidGrant(APIError):
+    """Bad credentials or refresh token; one body for every cause."""
+
+    status_code = 401
+    error = "invalid_grant"
+    description = "The credentials or refresh token are invalid, expired or revoked."
+
+
+class InvalidToken(APIError):
+    """The bearer token is missing, unknown, expired or revoked."""
+
+    status_code = 401
+    error = "invalid_token"
+    description = "The access token is missing, invalid, expired or revoked."
+    headers = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class InsufficientScope(APIError):
+    """The bearer token is live but lacks a scope the resource needs."""
+
+    status_code = 403
+    error = "insufficient_scope"
+    description = "The access token does not grant the scope this resource needs."
+    headers = {"WWW-Authenticate": 'Bearer error="insufficient_scope"'}
+
+
+class InvalidClient(APIError):
+    """The calling service's credentials are missing or wrong."""
+
+    status_code = 401
+    error = "invalid_client"
+    description = "The service credentials are missing or invalid."
+    headers = {"WWW-Authenticate": 'Basic realm="signin"'}
+
+
+class TemporarilyUnavailable(APIError):
+    """Redis or the database cannot be reached."""
+
+    status_code = 503
+    error = "temporarily_unavailable"
+    description = "The service is temporarily unavailable; try again shortly."
+    headers = {"Retry-After": "1"}
+
+
+def error_response(error: APIError) -> Response:
+    """Build the JSON response for an API error."""
+    response = jsonify(error.body())
+    response.status_code = error.status_code
+    response.headers.update(error.headers)
+    return response
+
+
+def _from_http_exception(exc: HTTPException) -> Response:
+    code = exc.code or 500
+    description = exc.description
+    if description == type(exc).description:
+        description = HTTP_ERROR_DESCRIPTIONS.get(code, description)
+    error = APIError(description)
+    error.status_code = code
+    error.error = HTTP_ERROR_CODES.get(code) or exc.name.lower().replace(" ", "_")
+    response = error_response(error)
+    for name, value in exc.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def _store_outage(exc: Exception) -> Response:
+    # The class name tells operators which store; the message may hold a URL.
+    log.warning("store unavailable: %s", type(exc).__name__)
+    return error_response(TemporarilyUnavailable())
+
+
+def _unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    error = APIError("The server failed to handle the request.")
+    error.status_code, error.error = 500, "server_error"
+    return error_response(error)
+
+
+def init_app(app: Flask) -> None:
+    """Register the handlers that make every error a JSON body."""
+    app.register_error_handler(APIError, error_response)
+    app.register_error_handler(HTTPException, _from_http_exception)
+    for outage in REDIS_OUTAGES + DATABASE_OUTAGES:
+        app.register_error_handler(outage, _store_outage)
+    app.register_error_handler(Exception, _unexpected)

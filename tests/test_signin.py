@@ -1,0 +1,300 @@
+"""POST /api/v2/account/signin/: the seed page and the contract, row by row."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from signin.models import User
+from signin.passwords import hash_password
+from signin.tokens import digest
+from tests.conftest import PASSWORD, SIGNIN
+
+INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "The credentials or refresh token are invalid, expired or revoked.",
+}
+
+
+def test_signin_returns_the_seed_shape(client, alice):
+    response = client.post(SIGNIN, json={"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 200
+    token = response.get_json()["token"]
+    assert list(response.get_json()) == ["token"]
+    assert list(token) == ["access_token", "expires_in", "token_type", "refresh_token", "client_id", "scope"]
+    assert token["expires_in"] == "604800"
+    assert token["token_type"] == "Bearer"
+    assert token["client_id"] == "signin"
+    assert token["scope"] == "read write"
+    assert len(token["access_token"]) == len(token["refresh_token"]) == 43
+    assert token["access_token"] != token["refresh_token"]
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+@pytest.mark.parametrize("path", [SIGNIN, SIGNIN.rstrip("/")])
+def test_signin_answers_with_and_without_trailing_slash(client, alice, path):
+    response = client.post(path, json={"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert "Location" not in response.headers
+
+
+def test_signin_accepts_a_form_body(client, alice):
+    response = client.post(SIGNIN, data={"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 200
+    assert response.get_json()["token"]["token_type"] == "Bearer"
+
+
+def test_every_signin_issues_new_random_tokens(accounts, alice):
+    first, second = accounts.signin(), accounts.signin()
+
+    assert first["access_token"] != second["access_token"]
+    assert first["refresh_token"] != second["refresh_token"]
+
+
+def test_unknown_fields_are_ignored(client, alice):
+    body = {"username": "alice", "password": PASSWORD, "remember_me": True}
+
+    assert client.post(SIGNIN, json=body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "typed",
+    ["alice", "ALICE", "Alice", "ａｌｉｃｅ", "ＡＬＩＣＥ"],
+)
+def test_usernames_match_after_nfkc_and_case_folding(client, alice, typed):
+    response = client.post(SIGNIN, json={"username": typed, "password": PASSWORD})
+
+    assert response.status_code == 200
+
+
+def test_folded_usernames_are_unique(accounts, alice):
+    from signin.accounts import UsernameTaken
+
+    with pytest.raises(UsernameTaken):
+        accounts.create("ＡＬＩＣＥ")
+
+
+def test_sharp_s_folds_to_ss(client, accounts):
+    accounts.create("Straße")
+
+    assert client.post(SIGNIN, json={"username": "STRASSE", "password": PASSWORD}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("alice", "wrong password"), ("nobody", PASSWORD), ("mallory", PASSWORD), ("alice", PASSWORD.upper())],
+)
+def test_every_refusal_has_one_identical_body(client, accounts, alice, username, password):
+    accounts.create("mallory", active=False)
+
+    response = client.post(SIGNIN, json={"username": username, "password": password})
+
+    assert response.status_code == 401
+    assert response.get_json() == INVALID_GRANT
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_refusal_bodies_are_byte_identical(client, accounts, alice):
+    accounts.create("mallory", active=False)
+    bodies = {
+        client.post(SIGNIN, json={"username": name, "password": password}).get_data()
+        for name, password in [("alice", "nope"), ("nobody", "nope"), ("mallory", PASSWORD)]
+    }
+
+    assert len(bodies) == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {"username": ["Missing data for required field."], "password": ["Missing data for required field."]}),
+        ({"username": "alice"}, {"password": ["Missing data for required field."]}),
+        ({"username": "", "password": PASSWORD}, {"username": ["Length must be between 1 and 150."]}),
+        ({"username": "alice", "password": ""}, {"password": ["Length must be between 1 and 1024."]}),
+        ({"username": "a" * 151, "password": PASSWORD}, {"username": ["Length must be between 1 and 150."]}),
+        ({"username": "alice", "password": "p" * 1025}, {"password": ["Length must be between 1 and 1024."]}),
+        ({"username": 42, "password": PASSWORD}, {"username": ["Not a valid string."]}),
+        ({"username": "alice", "password": ["x"]}, {"password": ["Not a valid string."]}),
+        ({"username": None, "password": PASSWORD}, {"username": ["Field may not be null."]}),
+        ({"username": "alice", "password": PASSWORD, "client_id": "other"}, {"client_id": ["Unknown client."]}),
+        ({"username": "alice", "password": PASSWORD, "scope": ""}, {"scope": ["Length must be between 1 and 1000."]}),
+    ],
+)
+def test_invalid_fields_are_400_with_fields(client, alice, body, fields):
+    response = client.post(SIGNIN, json=body)
+
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "invalid_request",
+        "error_description": "The request body has invalid fields.",
+        "fields": fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("data", "description"),
+    [
+        ("{not json", "The body is not valid JSON."),
+        ('["alice", "pw"]', "The JSON body must be an object."),
+        ('"alice"', "The JSON body must be an object."),
+        (b"\xff\xfe", "The body is not valid JSON."),
+    ],
+)
+def test_malformed_json_is_400(client, data, description):
+    response = client.post(SIGNIN, data=data, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.get_json() == {"error": "invalid_request", "error_description": description}
+
+
+def test_an_empty_body_is_400(client):
+    response = client.post(SIGNIN)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"] == "invalid_request"
+    assert set(response.get_json()["fields"]) == {"username", "password"}
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/xml", "multipart/form-data; boundary=x"])
+def test_other_media_types_are_415(client, alice, content_type):
+    body = json.dumps({"username": "alice", "password": PASSWORD})
+
+    response = client.post(SIGNIN, data=body, content_type=content_type)
+
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "unsupported_media_type"
+
+
+def test_a_body_over_the_limit_is_413(client):
+    body = {"username": "alice", "password": "p" * 17000}
+
+    response = client.post(SIGNIN, json=body)
+
+    assert response.status_code == 413
+    assert response.get_json() == {
+        "error": "payload_too_large",
+        "error_description": "The request body is larger than the limit.",
+    }
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+def test_other_methods_are_405(client, method):
+    response = getattr(client, method)(SIGNIN)
+
+    assert response.status_code == 405
+    assert response.get_json() == {
+        "error": "method_not_allowed",
+        "error_description": "This endpoint does not allow that method.",
+    }
+    assert "POST" in response.headers["Allow"]
+
+
+def test_requested_scope_is_granted_in_canonical_order(accounts, alice):
+    token = accounts.signin(scope="write read read")
+
+    assert token["scope"] == "read write"
+
+
+def test_a_subset_scope_is_granted(accounts, alice):
+    assert accounts.signin(scope="read")["scope"] == "read"
+
+
+def test_a_scope_outside_the_allowed_is_400_invalid_scope(client, alice):
+    body = {"username": "alice", "password": PASSWORD, "scope": "read admin"}
+
+    response = client.post(SIGNIN, json=body)
+
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "invalid_scope",
+        "error_description": "The requested scope is not allowed.",
+    }
+
+
+def test_a_configured_client_can_be_asked_for(settings, accounts):
+    settings["SIGNIN_CLIENTS"] = ["web", "cli"]
+    from signin import create_app
+
+    app = create_app(settings)
+    with app.app_context():
+        from signin.extensions import db
+
+        db.create_all()
+    type(accounts)(app, app.test_client()).create("bob")
+
+    body = {"username": "bob", "password": PASSWORD}
+    default = app.test_client().post(SIGNIN, json=body).get_json()["token"]
+    chosen = app.test_client().post(SIGNIN, json={**body, "client_id": "cli"}).get_json()["token"]
+
+    assert (default["client_id"], chosen["client_id"]) == ("web", "cli")
+
+
+def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
+    token = accounts.signin()
+
+    keys = sorted(redis.scan_iter(match=prefix + "*"))
+    assert f"{prefix}at:{digest(token['access_token'])}" in keys
+    assert f"{prefix}rt:{digest(token['refresh_token'])}" in keys
+    for key in keys:
+        assert 0 < redis.ttl(key) <= 604800
+        stored = key + (redis.get(key) if redis.type(key) == "string" else " ".join(redis.zrange(key, 0, -1)))
+        assert token["access_token"] not in stored
+        assert token["refresh_token"] not in stored
+        assert PASSWORD not in stored
+
+
+def test_ttls_follow_configuration(settings, accounts):
+    settings["SIGNIN_ACCESS_TOKEN_TTL"] = 900
+    settings["SIGNIN_REFRESH_TOKEN_TTL"] = 3600
+    from signin import create_app
+
+    app = create_app(settings)
+    with app.app_context():
+        from signin.extensions import db
+
+        db.create_all()
+    helper = type(accounts)(app, app.test_client())
+    helper.create("carol")
+    token = helper.signin("carol")
+    redis = app.extensions["redis"].client
+    prefix = settings["SIGNIN_REDIS_PREFIX"]
+
+    assert token["expires_in"] == "900"
+    assert 890 < redis.ttl(f"{prefix}at:{digest(token['access_token'])}") <= 900
+    assert 3590 < redis.ttl(f"{prefix}rt:{digest(token['refresh_token'])}") <= 3600
+
+
+def test_an_old_method_hash_is_replaced_on_signin(app, client, alice):
+    with app.app_context():
+        from signin.extensions import db
+
+        user = db.session.get(User, alice)
+        user.password_hash = hash_password(PASSWORD, "pbkdf2:sha256:500")
+        db.session.commit()
+
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+    with app.app_context():
+        stored = db.session.get(User, alice).password_hash
+    assert stored.startswith("pbkdf2:sha256:1000$")
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_a_wrong_password_does_not_rehash(app, client, alice):
+    with app.app_context():
+        from signin.extensions import db
+
+        user = db.session.get(User, alice)
+        user.password_hash = old = hash_password(PASSWORD, "pbkdf2:sha256:500")
+        db.session.commit()
+
+    assert client.post(SIGNIN, json={"username": "alice", "password": "nope"}).status_code == 401
+
+    with app.app_context():
+        assert db.session.get(User, alice).password_hash == old
