@@ -9,7 +9,8 @@ from typing import Any
 from flask import Flask, current_app, g, request
 from redis import Redis
 
-from signin.errors import InsufficientScope, InvalidToken
+from signin.errors import InsufficientScope, InvalidClient, InvalidToken
+from signin.services import verify_service
 from signin.tokens import Session, TokenStore
 
 EXTENSION = "signin.tokens"
@@ -63,3 +64,21 @@ def require_token(*scopes: str) -> Callable:
         return wrapped
 
     return decorator
+
+
+def require_service(view: Callable) -> Callable:
+    """Demand HTTP Basic credentials of a registered service before a view runs."""
+
+    @functools.wraps(view)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        credentials = request.authorization
+        if (
+            credentials is None
+            or credentials.type != "basic"
+            or not verify_service(credentials.username or "", credentials.password or "")
+        ):
+            raise InvalidClient()
+        g.service = credentials.username
+        return view(*args, **kwargs)
+
+    return wrapped

@@ -7,9 +7,9 @@ import sys
 
 import click
 from flask import Flask
-from flask.cli import AppGroup, FlaskGroup
+from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from signin import accounts
+from signin import accounts, services
 from signin.auth import token_store
 from signin.extensions import db
 from signin.models import User
@@ -17,6 +17,7 @@ from signin.models import User
 ADMIN_PASSWORD_BYTES = 18
 
 users = AppGroup("users", help="Create, change, disable and list users.")
+services_group = AppGroup("services", help="Register the internal services that introspect and revoke tokens.")
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -42,6 +43,7 @@ password_stdin = click.option(
 
 
 @click.command("init-db")
+@with_appcontext
 @click.option("--admin", is_flag=True, help="If there are no users yet, create 'admin' and print its password.")
 def init_db(admin: bool) -> None:
     """Create the tables that do not exist yet."""
@@ -117,7 +119,38 @@ def list_users() -> None:
         click.echo(f"{user.username}\t{state}\t{sessions} session(s)")
 
 
+@services_group.command("add")
+@click.argument("name")
+def add_service(name: str) -> None:
+    """Register a service; its secret is printed once, as the last line."""
+    if not 1 <= len(name) <= 100 or ":" in name:
+        raise click.BadParameter("a service name is 1 to 100 characters, without ':'")
+    try:
+        secret = services.add_service(name)
+    except services.ServiceExists:
+        raise click.ClickException(f"a service named {name!r} already exists") from None
+    click.echo(f"Registered service {name!r}. Its secret, shown only this once:")
+    click.echo(secret)
+
+
+@services_group.command("list")
+def list_services() -> None:
+    """List registered services, one a line: name, created."""
+    for service in services.list_services():
+        click.echo(f"{service.name}\t{service.created_at:%Y-%m-%d %H:%M:%S}")
+
+
+@services_group.command("remove")
+@click.argument("name")
+def remove_service(name: str) -> None:
+    """Forget a service; its secret stops working at once."""
+    if not services.remove_service(name):
+        raise click.ClickException(f"no service named {name!r}")
+    click.echo(f"Removed service {name!r}.")
+
+
 @click.command("serve")
+@with_appcontext
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
@@ -135,6 +168,7 @@ def init_app(app: Flask) -> None:
     """Register the commands with ``flask --app signin``."""
     app.cli.add_command(init_db)
     app.cli.add_command(users)
+    app.cli.add_command(services_group)
     app.cli.add_command(serve)
 
 

@@ -1,4 +1,4 @@
-"""The SQL tables: users and the internal services that may call us."""
+"""The SQL tables: users, and the internal services that may call us."""
 
 from __future__ import annotations
 
@@ -38,3 +38,16 @@ class User(db.Model):
     def find(cls, username: str) -> User | None:
         """Return the user a typed username names, if any."""
         return db.session.scalar(db.select(cls).filter_by(username_key=username_key(username)))
+
+
+class Service(db.Model):
+    """An internal service allowed to introspect and revoke tokens."""
+
+    __tablename__ = "services"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # SHA-256 of a 256-bit random secret: a slow hash would add nothing
+    # against guessing and cost every introspection call.
+    secret_digest: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now)

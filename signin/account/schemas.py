@@ -25,6 +25,19 @@ class SigninSchema(RequestSchema):
             raise ValidationError("Unknown client.")
 
 
+class RefreshSchema(RequestSchema):
+    refresh_token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
+
+
+class SignoutSchema(RequestSchema):
+    everywhere = fields.Boolean(load_default=False, metadata={"description": "End every session of the user."})
+
+
+class TokenRequestSchema(RequestSchema):
+    token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
+    token_type_hint = fields.String(load_default=None, validate=validate.OneOf(["access_token", "refresh_token"]))
+
+
 class TokenSchema(Schema):
     access_token = fields.String(required=True)
     expires_in = fields.String(required=True, metadata={"example": "604800"})
@@ -36,6 +49,24 @@ class TokenSchema(Schema):
 
 class TokenResponseSchema(Schema):
     token = fields.Nested(TokenSchema, required=True)
+
+
+class MeSchema(Schema):
+    username = fields.String(required=True)
+    client_id = fields.String(required=True)
+    scope = fields.String(required=True)
+    expires_at = fields.String(required=True, metadata={"format": "date-time", "example": "2026-12-06T09:00:00Z"})
+
+
+class IntrospectionSchema(Schema):
+    active = fields.Boolean(required=True)
+    sub = fields.String()
+    username = fields.String()
+    client_id = fields.String()
+    scope = fields.String()
+    token_type = fields.String(metadata={"example": "Bearer"})
+    exp = fields.Integer()
+    iat = fields.Integer()
 
 
 class ErrorSchema(Schema):

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response
+from datetime import UTC, datetime
+
+from flask import Blueprint, Response, g
 
 from signin import accounts
-from signin.account.schemas import SigninSchema, TokenResponseSchema, grant
-from signin.auth import token_store
+from signin.account.schemas import (
+    IntrospectionSchema,
+    MeSchema,
+    RefreshSchema,
+    SigninSchema,
+    SignoutSchema,
+    TokenRequestSchema,
+    TokenResponseSchema,
+    grant,
+)
+from signin.auth import require_service, require_token, token_store
 from signin.errors import InvalidGrant
 from signin.parsing import load
-from signin.tokens import IssuedTokens
+from signin.tokens import IssuedTokens, RefreshRejected, Session
 
 bp = Blueprint("account", __name__, url_prefix="/api/v2/account")
 
@@ -25,18 +36,15 @@ def _never_cache(response: Response) -> Response:
 def token_response(issued: IssuedTokens) -> dict:
     """Serialize a fresh token pair in the seed's shape."""
     session = issued.session
-    return TokenResponseSchema().dump(
-        {
-            "token": {
-                "access_token": issued.access_token,
-                "expires_in": str(issued.expires_in),
-                "token_type": "Bearer",
-                "refresh_token": issued.refresh_token,
-                "client_id": session.client_id,
-                "scope": session.scope,
-            }
-        }
-    )
+    token = {
+        "access_token": issued.access_token,
+        "expires_in": str(issued.expires_in),
+        "token_type": "Bearer",
+        "refresh_token": issued.refresh_token,
+        "client_id": session.client_id,
+        "scope": session.scope,
+    }
+    return TokenResponseSchema().dump({"token": token})
 
 
 @bp.post("/signin/")
@@ -48,5 +56,75 @@ def signin() -> dict:
         user = accounts.authenticate(data["username"], data["password"])
     except accounts.AuthenticationFailed:
         raise InvalidGrant() from None
-    issued = token_store().issue(user.id, user.username, client_id, scope)
+    return token_response(token_store().issue(user.id, user.username, client_id, scope))
+
+
+@bp.post("/refresh/")
+def refresh() -> dict:
+    """Exchange a refresh token, once, for a new pair of the same session."""
+    data = load(RefreshSchema())
+    try:
+        issued = token_store().rotate(data["refresh_token"])
+    except RefreshRejected:
+        raise InvalidGrant() from None
     return token_response(issued)
+
+
+@bp.post("/signout/")
+@require_token()
+def signout() -> tuple[str, int]:
+    """End the bearer's session, or with ``everywhere`` every session of the user."""
+    data = load(SignoutSchema())
+    if data["everywhere"]:
+        token_store().revoke_user(g.session.user_id)
+    else:
+        token_store().revoke_access(g.access_token)
+    return "", 204
+
+
+@bp.get("/me/")
+@require_token()
+def me() -> dict:
+    """Describe the bearer's session, from the token record alone."""
+    session: Session = g.session
+    expires_at = datetime.fromtimestamp(session.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return MeSchema().dump(
+        {
+            "username": session.username,
+            "client_id": session.client_id,
+            "scope": session.scope,
+            "expires_at": expires_at,
+        }
+    )
+
+
+@bp.post("/introspect/")
+@require_service
+def introspect() -> dict:
+    """Tell a registered service whether a token is live, and whose it is (RFC 7662)."""
+    data = load(TokenRequestSchema())
+    store = token_store()
+    session = store.resolve(data["token"]) or store.resolve_refresh(data["token"])
+    if session is None:
+        return {"active": False}
+    return IntrospectionSchema().dump(
+        {
+            "active": True,
+            "sub": str(session.user_id),
+            "username": session.username,
+            "client_id": session.client_id,
+            "scope": session.scope,
+            "token_type": "Bearer",
+            "exp": session.expires_at,
+            "iat": session.issued_at,
+        }
+    )
+
+
+@bp.post("/revoke/")
+@require_service
+def revoke() -> dict:
+    """Revoke the session a token belongs to, whether or not it exists (RFC 7009)."""
+    data = load(TokenRequestSchema())
+    token_store().revoke_token(data["token"])
+    return {}

@@ -1,0 +1,145 @@
+"""The ``signin`` command group, run the way an operator runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+from signin.extensions import db
+from signin.models import Service, User
+from tests.conftest import PASSWORD, SIGNIN
+
+ME = "/api/v2/account/me/"
+
+
+def test_init_db_with_admin_creates_admin_once(app, runner, client):
+    first = runner.invoke(args=["init-db", "--admin"])
+    password = first.output.strip().splitlines()[-1]
+
+    assert first.exit_code == 0
+    assert "Created user 'admin'" in first.output
+    assert client.post(SIGNIN, json={"username": "admin", "password": password}).status_code == 200
+    second = runner.invoke(args=["init-db", "--admin"])
+    assert second.exit_code == 0
+    assert "admin" not in second.output
+
+
+def test_users_create_reads_the_password_from_stdin(runner, client):
+    result = runner.invoke(args=["users", "create", "dora", "--password-stdin"], input=PASSWORD + "\n")
+
+    assert result.exit_code == 0, result.output
+    assert PASSWORD not in result.output
+    assert client.post(SIGNIN, json={"username": "dora", "password": PASSWORD}).status_code == 200
+
+
+def test_users_create_prompts_twice_for_the_password(runner, client):
+    result = runner.invoke(args=["users", "create", "dora"], input=f"{PASSWORD}\n{PASSWORD}\n")
+
+    assert result.exit_code == 0, result.output
+    assert client.post(SIGNIN, json={"username": "dora", "password": PASSWORD}).status_code == 200
+
+
+def test_users_create_refuses_a_taken_name(runner, alice):
+    result = runner.invoke(args=["users", "create", "ALICE", "--password-stdin"], input="x\n")
+
+    assert result.exit_code == 1
+    assert "already exists" in result.output
+
+
+def test_users_create_refuses_an_empty_password(runner):
+    result = runner.invoke(args=["users", "create", "dora", "--password-stdin"], input="\n")
+
+    assert result.exit_code == 2
+
+
+def test_set_password(runner, client, alice):
+    result = runner.invoke(args=["users", "set-password", "alice", "--password-stdin"], input="new secret\n")
+
+    assert result.exit_code == 0
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 401
+    assert client.post(SIGNIN, json={"username": "alice", "password": "new secret"}).status_code == 200
+
+
+def test_disable_refuses_signin_and_ends_every_session(runner, client, accounts, alice):
+    tokens = [accounts.signin(), accounts.signin()]
+
+    result = runner.invoke(args=["users", "disable", "alice"])
+
+    assert result.exit_code == 0
+    assert "ended 2 session(s)" in result.output
+    for token in tokens:
+        assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 401
+    assert runner.invoke(args=["users", "enable", "alice"]).exit_code == 0
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_revoke_ends_every_session_of_one_user(runner, client, accounts, alice):
+    accounts.create("bob")
+    alices, bobs = accounts.signin(), accounts.signin("bob")
+
+    result = runner.invoke(args=["users", "revoke", "alice"])
+
+    assert result.exit_code == 0
+    assert "Ended 1 session(s)" in result.output
+    assert client.get(ME, headers=accounts.bearer(alices)).status_code == 401
+    assert client.get(ME, headers=accounts.bearer(bobs)).status_code == 200
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_users_list(runner, accounts, alice):
+    accounts.create("bob", active=False)
+    accounts.signin()
+
+    result = runner.invoke(args=["users", "list"])
+
+    assert result.output.splitlines() == ["alice\tactive\t1 session(s)", "bob\tdisabled\t0 session(s)"]
+
+
+def test_unknown_user_is_an_error(runner):
+    result = runner.invoke(args=["users", "disable", "nobody"])
+
+    assert result.exit_code == 1
+    assert "no user named 'nobody'" in result.output
+
+
+def test_services_add_prints_a_secret_once_and_stores_its_digest(app, runner):
+    result = runner.invoke(args=["services", "add", "billing"])
+    secret = result.output.strip().splitlines()[-1]
+
+    assert result.exit_code == 0
+    assert len(secret) == 43
+    with app.app_context():
+        stored = db.session.scalar(db.select(Service).filter_by(name="billing"))
+        assert stored.secret_digest == hashlib.sha256(secret.encode()).hexdigest()
+    assert runner.invoke(args=["services", "add", "billing"]).exit_code == 1
+    listed = runner.invoke(args=["services", "list"]).output
+    assert listed.startswith("billing\t")
+    assert secret not in listed
+
+
+def test_services_remove_unknown_is_an_error(runner):
+    assert runner.invoke(args=["services", "remove", "nobody"]).exit_code == 1
+
+
+def test_passwords_are_stored_hashed(app, runner):
+    runner.invoke(args=["users", "create", "dora", "--password-stdin"], input=PASSWORD + "\n")
+
+    with app.app_context():
+        stored = db.session.scalar(db.select(User.password_hash).filter_by(username="dora"))
+    assert PASSWORD not in stored
+    assert stored.startswith("pbkdf2:sha256:1000$")
+
+
+def test_the_console_script_lists_the_commands():
+    result = subprocess.run(
+        [sys.executable, "-c", "from signin.cli import main; main()", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+    for command in ("init-db", "users", "services", "serve"):
+        assert command in result.stdout

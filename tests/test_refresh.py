@@ -1,0 +1,173 @@
+"""POST /api/v2/account/refresh/: rotation, exactly once, and reuse detection."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from signin import create_app
+from signin.tokens import digest
+from tests.conftest import Accounts
+
+REFRESH = "/api/v2/account/refresh/"
+ME = "/api/v2/account/me/"
+INVALID_GRANT = {
+    "error": "invalid_grant",
+    "error_description": "The credentials or refresh token are invalid, expired or revoked.",
+}
+
+
+def test_refresh_returns_a_new_pair_in_the_seed_shape(client, accounts, alice):
+    old = accounts.signin(scope="read")
+
+    response = client.post(REFRESH, json={"refresh_token": old["refresh_token"]})
+
+    assert response.status_code == 200
+    new = response.get_json()["token"]
+    assert list(new) == ["access_token", "expires_in", "token_type", "refresh_token", "client_id", "scope"]
+    assert (new["expires_in"], new["token_type"], new["client_id"], new["scope"]) == (
+        "604800",
+        "Bearer",
+        "signin",
+        "read",
+    )
+    assert new["access_token"] != old["access_token"]
+    assert new["refresh_token"] != old["refresh_token"]
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Pragma"] == "no-cache"
+
+
+def test_refresh_kills_the_old_pair_at_once(client, accounts, alice):
+    old = accounts.signin()
+
+    new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]
+
+    assert client.get(ME, headers=accounts.bearer(old)).status_code == 401
+    assert client.get(ME, headers=accounts.bearer(new)).status_code == 200
+    again = client.post(REFRESH, json={"refresh_token": old["refresh_token"]})
+    assert (again.status_code, again.get_json()) == (401, INVALID_GRANT)
+
+
+def test_refresh_accepts_a_form_body_and_no_trailing_slash(client, accounts, alice):
+    old = accounts.signin()
+
+    response = client.post(REFRESH.rstrip("/"), data={"refresh_token": old["refresh_token"]})
+
+    assert response.status_code == 200
+
+
+def test_a_session_can_be_refreshed_again_and_again(client, accounts, alice):
+    token = accounts.signin()
+    for _ in range(5):
+        token = client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).get_json()["token"]
+
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 200
+
+
+@pytest.mark.parametrize("refresh_token", ["x" * 43, "not a token", "é" * 43])
+def test_an_unknown_refresh_token_is_401(client, refresh_token):
+    response = client.post(REFRESH, json={"refresh_token": refresh_token})
+
+    assert (response.status_code, response.get_json()) == (401, INVALID_GRANT)
+
+
+def test_an_access_token_is_not_a_refresh_token(client, accounts, alice):
+    token = accounts.signin()
+
+    response = client.post(REFRESH, json={"refresh_token": token["access_token"]})
+
+    assert (response.status_code, response.get_json()) == (401, INVALID_GRANT)
+
+
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {"refresh_token": ["Missing data for required field."]}),
+        ({"refresh_token": ""}, {"refresh_token": ["Length must be between 1 and 512."]}),
+        ({"refresh_token": 7}, {"refresh_token": ["Not a valid string."]}),
+        ({"refresh_token": "r" * 513}, {"refresh_token": ["Length must be between 1 and 512."]}),
+    ],
+)
+def test_a_bad_refresh_body_is_400(client, body, fields):
+    response = client.post(REFRESH, json=body)
+
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == fields
+
+
+def test_eight_threads_racing_one_refresh_token_win_once(app, accounts, alice):
+    token = accounts.signin()
+    barrier = threading.Barrier(8)
+    statuses: list[int] = []
+
+    def present() -> None:
+        client = app.test_client()
+        barrier.wait()
+        statuses.append(client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code)
+
+    threads = [threading.Thread(target=present) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sorted(statuses) == [200] + [401] * 7
+
+
+def _app_with_grace(settings: dict, grace: int):
+    app = create_app({**settings, "SIGNIN_REFRESH_REUSE_GRACE": grace})
+    with app.app_context():
+        from signin.extensions import db
+
+        db.create_all()
+    return app
+
+
+def test_reuse_within_the_grace_is_refused_without_revoking(settings, accounts):
+    app = _app_with_grace(settings, 3600)
+    helper = Accounts(app, app.test_client())
+    helper.create("bob")
+    old = helper.signin("bob")
+    client = app.test_client()
+    new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]
+
+    reused = client.post(REFRESH, json={"refresh_token": old["refresh_token"]})
+
+    assert (reused.status_code, reused.get_json()) == (401, INVALID_GRANT)
+    assert client.get(ME, headers=helper.bearer(new)).status_code == 200
+    assert client.post(REFRESH, json={"refresh_token": new["refresh_token"]}).status_code == 200
+
+
+def test_reuse_after_the_grace_revokes_the_whole_session(settings, accounts):
+    app = _app_with_grace(settings, 0)
+    helper = Accounts(app, app.test_client())
+    helper.create("bob")
+    old = helper.signin("bob")
+    other_session = helper.signin("bob")
+    client = app.test_client()
+    new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]
+
+    reused = client.post(REFRESH, json={"refresh_token": old["refresh_token"]})
+
+    assert (reused.status_code, reused.get_json()) == (401, INVALID_GRANT)
+    assert client.get(ME, headers=helper.bearer(new)).status_code == 401
+    assert client.post(REFRESH, json={"refresh_token": new["refresh_token"]}).status_code == 401
+    assert client.get(ME, headers=helper.bearer(other_session)).status_code == 200
+
+
+def test_the_default_grace_is_ten_seconds(app):
+    from signin.auth import token_store
+
+    with app.app_context():
+        assert token_store().reuse_grace == 10
+
+
+def test_spent_refresh_tokens_keep_their_ttl(client, accounts, alice, redis, prefix):
+    old = accounts.signin()
+    key = f"{prefix}rt:{digest(old['refresh_token'])}"
+
+    client.post(REFRESH, json={"refresh_token": old["refresh_token"]})
+
+    assert 0 < redis.ttl(key) <= 604800
+    assert old["refresh_token"] not in redis.get(key)

@@ -1,0 +1,171 @@
+"""Introspection (RFC 7662) and revocation (RFC 7009) for registered services."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+INTROSPECT = "/api/v2/account/introspect/"
+REVOKE = "/api/v2/account/revoke/"
+ME = "/api/v2/account/me/"
+REFRESH = "/api/v2/account/refresh/"
+INVALID_CLIENT = {
+    "error": "invalid_client",
+    "error_description": "The service credentials are missing or invalid.",
+}
+
+
+def basic(name: str, secret: str) -> dict[str, str]:
+    raw = base64.b64encode(f"{name}:{secret}".encode()).decode()
+    return {"Authorization": f"Basic {raw}"}
+
+
+@pytest.fixture
+def service(runner) -> dict[str, str]:
+    result = runner.invoke(args=["services", "add", "billing"])
+    assert result.exit_code == 0, result.output
+    return basic("billing", result.output.strip().splitlines()[-1])
+
+
+def test_introspecting_a_live_access_token(client, accounts, alice, service):
+    token = accounts.signin(scope="read")
+
+    response = client.post(INTROSPECT, headers=service, data={"token": token["access_token"]})
+
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body == {
+        "active": True,
+        "sub": str(alice),
+        "username": "alice",
+        "client_id": "signin",
+        "scope": "read",
+        "token_type": "Bearer",
+        "exp": body["iat"] + 604800,
+        "iat": body["iat"],
+    }
+    assert isinstance(body["iat"], int)
+    assert response.headers["Cache-Control"] == "no-store"
+
+
+def test_introspecting_a_live_refresh_token(client, accounts, alice, service):
+    token = accounts.signin()
+
+    body = client.post(INTROSPECT, headers=service, json={"token": token["refresh_token"]}).get_json()
+
+    assert (body["active"], body["username"], body["exp"] - body["iat"]) == (True, "alice", 604800)
+
+
+@pytest.mark.parametrize("token", ["x" * 43, "garbage", "é"])
+def test_anything_not_live_is_inactive(client, service, token):
+    response = client.post(INTROSPECT, headers=service, json={"token": token, "token_type_hint": "access_token"})
+
+    assert (response.status_code, response.get_json()) == (200, {"active": False})
+
+
+def test_a_signed_out_token_is_inactive(client, accounts, alice, service):
+    token = accounts.signin()
+    client.post("/api/v2/account/signout/", headers=accounts.bearer(token))
+
+    for value in (token["access_token"], token["refresh_token"]):
+        assert client.post(INTROSPECT, headers=service, json={"token": value}).get_json() == {"active": False}
+
+
+def test_a_spent_refresh_token_is_inactive(client, accounts, alice, service):
+    token = accounts.signin()
+    client.post(REFRESH, json={"refresh_token": token["refresh_token"]})
+
+    body = client.post(INTROSPECT, headers=service, json={"token": token["refresh_token"]}).get_json()
+
+    assert body == {"active": False}
+
+
+@pytest.mark.parametrize("path", [INTROSPECT, REVOKE])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("billing", "wrong"),
+        basic("nobody", "wrong"),
+        basic("billing", ""),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": "Bearer abc"},
+    ],
+)
+def test_bad_or_missing_caller_credentials_are_401(client, accounts, alice, service, path, headers):
+    token = accounts.signin()
+
+    response = client.post(path, headers=headers, json={"token": token["access_token"]})
+
+    assert (response.status_code, response.get_json()) == (401, INVALID_CLIENT)
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="signin"'
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 200
+
+
+def test_a_removed_service_can_no_longer_call(client, runner, service):
+    assert runner.invoke(args=["services", "remove", "billing"]).exit_code == 0
+
+    response = client.post(INTROSPECT, headers=service, json={"token": "x"})
+
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("path", [INTROSPECT, REVOKE])
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({}, {"token": ["Missing data for required field."]}),
+        ({"token": ""}, {"token": ["Length must be between 1 and 512."]}),
+        ({"token": 5}, {"token": ["Not a valid string."]}),
+        (
+            {"token": "t", "token_type_hint": "id_token"},
+            {"token_type_hint": ["Must be one of: access_token, refresh_token."]},
+        ),
+    ],
+)
+def test_a_bad_body_is_400(client, service, path, body, fields):
+    response = client.post(path, headers=service, json=body)
+
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == fields
+
+
+def test_revoking_an_access_token_kills_its_session(client, accounts, alice, service):
+    token = accounts.signin()
+    other = accounts.signin()
+
+    response = client.post(REVOKE, headers=service, data={"token": token["access_token"]})
+
+    assert (response.status_code, response.get_json()) == (200, {})
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
+    assert client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code == 401
+    assert client.get(ME, headers=accounts.bearer(other)).status_code == 200
+
+
+def test_revoking_a_refresh_token_kills_its_session(client, accounts, alice, service):
+    token = accounts.signin()
+
+    response = client.post(
+        REVOKE, headers=service, json={"token": token["refresh_token"], "token_type_hint": "refresh_token"}
+    )
+
+    assert (response.status_code, response.get_json()) == (200, {})
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
+
+
+def test_revoking_an_unknown_token_is_200(client, service):
+    response = client.post(REVOKE, headers=service, json={"token": "never-issued"})
+
+    assert (response.status_code, response.get_json()) == (200, {})
+
+
+def test_a_revoked_token_is_dead_on_every_endpoint(client, accounts, alice, service):
+    token = accounts.signin()
+    client.post(REVOKE, headers=service, json={"token": token["access_token"]})
+
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
+    assert client.post("/api/v2/account/signout/", headers=accounts.bearer(token)).status_code == 401
+    assert client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code == 401
+    for value in token["access_token"], token["refresh_token"]:
+        assert client.post(INTROSPECT, headers=service, json={"token": value}).get_json() == {"active": False}
