@@ -52,3 +52,26 @@ class Config:
 
     # Request bodies larger than this many bytes get 413.
     MAX_CONTENT_LENGTH = _int("SIGNIN_MAX_BODY_BYTES", 16384)
+
+    # How many X-Forwarded-For hops to trust (werkzeug's ProxyFix). 0: the
+    # header is ignored and the socket's address is the client's.
+    SIGNIN_TRUSTED_PROXIES = _int("SIGNIN_TRUSTED_PROXIES", 0)
+
+    # Throttling (Flask-Limiter, moving windows in the same Redis). Limits use
+    # Flask-Limiter's notation: "N per M minutes". RATELIMIT_ENABLED=false
+    # switches all of it off.
+    RATELIMIT_ENABLED = os.environ.get("RATELIMIT_ENABLED", "true").lower() not in ("0", "false", "no")
+    # Every sign-in attempt, per client address.
+    SIGNIN_LIMIT_SIGNIN_PER_ADDRESS = os.environ.get("SIGNIN_LIMIT_SIGNIN_PER_ADDRESS", "30 per minute")
+    # Failed sign-ins per (username, address): tight.
+    SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS = os.environ.get(
+        "SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS", "5 per 15 minutes"
+    )
+    # Failed sign-ins per username from all addresses, except the addresses
+    # the user signed in from within SIGNIN_REMEMBER_ADDRESS_DAYS.
+    SIGNIN_LIMIT_FAILURES_PER_USERNAME = os.environ.get("SIGNIN_LIMIT_FAILURES_PER_USERNAME", "20 per hour")
+    SIGNIN_REMEMBER_ADDRESS_DAYS = _int("SIGNIN_REMEMBER_ADDRESS_DAYS", 30)
+    # Refreshes per client address.
+    SIGNIN_LIMIT_REFRESH_PER_ADDRESS = os.environ.get("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "60 per minute")
+    # Introspection and revocation calls per registered service.
+    SIGNIN_LIMIT_SERVICE_CALLS = os.environ.get("SIGNIN_LIMIT_SERVICE_CALLS", "6000 per minute")

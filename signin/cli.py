@@ -155,10 +155,13 @@ def remove_service(name: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, threads: int) -> None:
-    """Serve the API with waitress."""
+    """Serve the API with waitress; audit lines go to standard error."""
+    import logging
+
     import waitress
     from flask import current_app
 
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     app = current_app._get_current_object()
     click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
     waitress.serve(app, host=host, port=port, threads=threads, ident="signin")

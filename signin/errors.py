@@ -38,6 +38,7 @@ HTTP_ERROR_DESCRIPTIONS = {
     404: "There is no such endpoint.",
     405: "This endpoint does not allow that method.",
     413: "The request body is larger than the limit.",
+    429: "Too many requests; retry after the number of seconds in Retry-After.",
 }
 
 
@@ -127,7 +128,7 @@ def error_response(error: APIError) -> Response:
 def _from_http_exception(exc: HTTPException) -> Response:
     code = exc.code or 500
     description = exc.description
-    if description == type(exc).description:
+    if description == type(exc).description or code == 429:
         description = HTTP_ERROR_DESCRIPTIONS.get(code, description)
     error = APIError(description)
     error.status_code = code

@@ -48,6 +48,8 @@ def settings(redis_url: str, tmp_path) -> dict[str, Any]:
         "REDIS_URL": redis_url,
         "SIGNIN_REDIS_PREFIX": f"test:{uuid.uuid4().hex}:",
         "SIGNIN_PASSWORD_METHOD": FAST_METHOD,
+        # Throttling is on in production and in tests/test_throttle.py only.
+        "RATELIMIT_ENABLED": False,
     }
 
 

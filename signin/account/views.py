@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, Response, g
 
-from signin import accounts
+from signin import accounts, audit
 from signin.account.schemas import (
     IntrospectionSchema,
     MeSchema,
@@ -20,6 +20,7 @@ from signin.account.schemas import (
 from signin.auth import require_service, require_token, token_store
 from signin.errors import InvalidGrant
 from signin.parsing import load
+from signin.throttle import remember_address, throttle_refresh, throttle_service, throttle_signin
 from signin.tokens import IssuedTokens, RefreshRejected, Session
 
 bp = Blueprint("account", __name__, url_prefix="/api/v2/account")
@@ -48,25 +49,45 @@ def token_response(issued: IssuedTokens) -> dict:
 
 
 @bp.post("/signin/")
+@throttle_signin
 def signin() -> dict:
     """Exchange a username and password for a token pair."""
     data = load(SigninSchema())
     client_id, scope = grant(data["client_id"], data["scope"])
     try:
         user = accounts.authenticate(data["username"], data["password"])
-    except accounts.AuthenticationFailed:
+    except accounts.AuthenticationFailed as failure:
+        audit.record("signin", "failure", reason=failure.reason, username=data["username"], client_id=client_id)
         raise InvalidGrant() from None
-    return token_response(token_store().issue(user.id, user.username, client_id, scope))
+    issued = token_store().issue(user.id, user.username, client_id, scope)
+    remember_address(user.username)
+    audit.record("signin", "success", username=user.username, client_id=client_id, session=issued.session.session_id)
+    return token_response(issued)
 
 
 @bp.post("/refresh/")
+@throttle_refresh
 def refresh() -> dict:
     """Exchange a refresh token, once, for a new pair of the same session."""
     data = load(RefreshSchema())
     try:
         issued = token_store().rotate(data["refresh_token"])
-    except RefreshRejected:
+    except RefreshRejected as rejected:
+        event = "refresh_reuse" if rejected.reason == "reuse_detected" else "refresh"
+        session = rejected.session
+        audit.record(
+            event,
+            "session_revoked" if event == "refresh_reuse" else "failure",
+            reason=rejected.reason,
+            username=session and session.username,
+            client_id=session and session.client_id,
+            session=session and session.session_id,
+        )
         raise InvalidGrant() from None
+    session = issued.session
+    audit.record(
+        "refresh", "success", username=session.username, client_id=session.client_id, session=session.session_id
+    )
     return token_response(issued)
 
 
@@ -75,10 +96,20 @@ def refresh() -> dict:
 def signout() -> tuple[str, int]:
     """End the bearer's session, or with ``everywhere`` every session of the user."""
     data = load(SignoutSchema())
+    session: Session = g.session
     if data["everywhere"]:
-        token_store().revoke_user(g.session.user_id)
+        ended = token_store().revoke_user(session.user_id)
     else:
-        token_store().revoke_access(g.access_token)
+        ended = int(token_store().revoke_access(g.access_token) is not None)
+    audit.record(
+        "signout",
+        "success",
+        username=session.username,
+        client_id=session.client_id,
+        session=session.session_id,
+        everywhere=data["everywhere"],
+        sessions_ended=ended,
+    )
     return "", 204
 
 
@@ -99,6 +130,7 @@ def me() -> dict:
 
 
 @bp.post("/introspect/")
+@throttle_service
 @require_service
 def introspect() -> dict:
     """Tell a registered service whether a token is live, and whose it is (RFC 7662)."""
@@ -122,9 +154,18 @@ def introspect() -> dict:
 
 
 @bp.post("/revoke/")
+@throttle_service
 @require_service
 def revoke() -> dict:
     """Revoke the session a token belongs to, whether or not it exists (RFC 7009)."""
     data = load(TokenRequestSchema())
-    token_store().revoke_token(data["token"])
+    session = token_store().revoke_token(data["token"])
+    audit.record(
+        "revoke",
+        "success" if session else "no_such_token",
+        username=session and session.username,
+        client_id=session and session.client_id,
+        session=session and session.session_id,
+        service=g.service,
+    )
     return {}

@@ -1,0 +1,140 @@
+"""Throttling with Flask-Limiter on the token store's Redis.
+
+Sign-in has three limits, after the OWASP Authentication Cheat Sheet:
+
+- every attempt per client address (stops one address hammering);
+- failed attempts per (username, address), tight (stops guessing one account);
+- failed attempts per username from any address (stops distributed
+  guessing), from which an address the user signed in from within the last
+  ``SIGNIN_REMEMBER_ADDRESS_DAYS`` is exempt, so a guesser cannot lock the
+  owner out.
+
+Refresh is limited per address, introspection and revocation per service.
+Keys hold addresses and username digests, never a username or a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limiter, RequestLimit
+from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from signin import audit
+from signin.errors import APIError
+from signin.models import username_key
+from signin.parsing import body_fields
+
+DAY = 86400
+
+
+def client_address() -> str:
+    """Return the client's address: the socket's, or as trusted proxies report it."""
+    return request.remote_addr or "unknown"
+
+
+def _username_digest() -> str:
+    try:
+        username = body_fields().get("username")
+    except (APIError, HTTPException):
+        username = None
+    if not isinstance(username, str):
+        return "-"
+    return hashlib.sha256(username_key(username).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def _username_and_address() -> str:
+    return f"{_username_digest()}@{client_address()}"
+
+
+def _service_or_address() -> str:
+    credentials = request.authorization
+    return f"service:{credentials.username}" if credentials and credentials.username else client_address()
+
+
+def _failed(response: Response) -> bool:
+    return response.status_code == 401
+
+
+def _remembered_key(username: str, address: str) -> str:
+    raw = f"{username_key(username)}\0{address}".encode("utf-8", "surrogatepass")
+    prefix = current_app.config["SIGNIN_REDIS_PREFIX"]
+    return f"{prefix}known:{hashlib.sha256(raw).hexdigest()}"
+
+
+def remember_address(username: str) -> None:
+    """Note that this user signed in from this address, exempting it from the per-username limit."""
+    ttl = current_app.config["SIGNIN_REMEMBER_ADDRESS_DAYS"] * DAY
+    current_app.extensions["redis"].client.set(_remembered_key(username, client_address()), 1, ex=ttl)
+
+
+def _remembered() -> bool:
+    username = body_fields().get("username")
+    if not isinstance(username, str):
+        return False
+    return bool(current_app.extensions["redis"].client.exists(_remembered_key(username, client_address())))
+
+
+def _setting(name: str) -> Callable[[], str]:
+    return lambda: current_app.config[name]
+
+
+def _limit(setting: str, name: str, **options: object) -> Callable:
+    def breached(_: RequestLimit) -> None:
+        audit.record("throttled", "refused", reason=name)
+
+    return limiter.limit(_setting(setting), scope=name, on_breach=breached, **options)
+
+
+limiter = Limiter(key_func=client_address, strategy="moving-window", headers_enabled=True)
+
+_signin_limits = [
+    _limit("SIGNIN_LIMIT_SIGNIN_PER_ADDRESS", "signin_per_address"),
+    _limit(
+        "SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS",
+        "signin_failures_per_username_and_address",
+        key_func=_username_and_address,
+        deduct_when=_failed,
+    ),
+    _limit(
+        "SIGNIN_LIMIT_FAILURES_PER_USERNAME",
+        "signin_failures_per_username",
+        key_func=_username_digest,
+        deduct_when=_failed,
+        exempt_when=_remembered,
+    ),
+]
+
+
+def throttle_signin(view: Callable) -> Callable:
+    """Apply the three sign-in limits to a view."""
+    for limit in _signin_limits:
+        view = limit(view)
+    return view
+
+
+throttle_refresh = _limit("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "refresh_per_address")
+throttle_service = _limit("SIGNIN_LIMIT_SERVICE_CALLS", "calls_per_service", key_func=_service_or_address)
+
+
+def _retry_after_at_least_one_second(response: Response) -> Response:
+    # Flask-Limiter rounds down; "Retry-After: 0" would invite an instant retry.
+    if response.status_code == 429 and int(response.headers.get("Retry-After", "0")) < 1:
+        response.headers["Retry-After"] = "1"
+    return response
+
+
+def init_app(app: Flask) -> None:
+    """Bind the limiter to the app's Redis and trust only the configured proxies."""
+    proxies = app.config["SIGNIN_TRUSTED_PROXIES"]
+    if proxies:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)
+    app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["redis"].limiter_url)
+    # The storage, unlike the limiter, is rebuilt for every app it is bound to.
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"key_prefix": app.config["SIGNIN_REDIS_PREFIX"] + "limits"})
+    # Registered before the limiter's own hook, so it runs after it.
+    app.after_request(_retry_after_at_least_one_second)
+    limiter.init_app(app)

@@ -1,0 +1,131 @@
+"""The audit trail: one JSON line per security event, and never a secret in any log line."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+
+import pytest
+
+from signin import create_app
+from signin.extensions import db
+from signin.tokens import digest
+from tests.conftest import PASSWORD, SIGNIN, Accounts
+
+REFRESH = "/api/v2/account/refresh/"
+SIGNOUT = "/api/v2/account/signout/"
+REVOKE = "/api/v2/account/revoke/"
+
+
+@pytest.fixture
+def audit_lines(caplog):
+    caplog.set_level(logging.DEBUG)
+
+    def lines() -> list[dict]:
+        return [json.loads(r.getMessage()) for r in caplog.records if r.name == "signin.audit"]
+
+    return lines
+
+
+def test_a_successful_signin_is_one_line(client, alice, audit_lines):
+    client.post(SIGNIN, json={"username": "ALICE", "password": PASSWORD}, headers={"X-Request-ID": "req-123"})
+
+    [line] = audit_lines()
+    assert set(line) == {
+        "time",
+        "event",
+        "outcome",
+        "reason",
+        "username",
+        "address",
+        "client_id",
+        "request_id",
+        "session",
+    }
+    assert (line["event"], line["outcome"], line["reason"]) == ("signin", "success", None)
+    assert (line["username"], line["address"], line["client_id"], line["request_id"]) == (
+        "alice",
+        "127.0.0.1",
+        "signin",
+        "req-123",
+    )
+    assert line["time"].endswith("Z")
+
+
+@pytest.mark.parametrize(
+    ("username", "password", "reason"),
+    [("nobody", PASSWORD, "unknown_user"), ("alice", "wrong", "bad_password"), ("mallory", PASSWORD, "disabled")],
+)
+def test_a_refused_signin_says_why(client, accounts, alice, audit_lines, username, password, reason):
+    accounts.create("mallory", active=False)
+
+    client.post(SIGNIN, json={"username": username, "password": password})
+
+    [line] = audit_lines()
+    assert (line["event"], line["outcome"], line["reason"], line["username"]) == ("signin", "failure", reason, username)
+
+
+def test_the_request_id_is_returned_or_made(client):
+    given = client.get("/healthz", headers={"X-Request-ID": "abc.123"})
+    made = client.get("/healthz")
+    forged = client.get("/healthz", headers={"X-Request-ID": 'x" "event":"signin'})
+
+    assert given.headers["X-Request-ID"] == "abc.123"
+    assert len(made.headers["X-Request-ID"]) == 32
+    assert forged.headers["X-Request-ID"] != 'x" "event":"signin'
+
+
+def test_reuse_detection_is_its_own_event(settings, audit_lines):
+    app = create_app({**settings, "SIGNIN_REFRESH_REUSE_GRACE": 0})
+    with app.app_context():
+        db.create_all()
+    helper = Accounts(app, app.test_client())
+    helper.create("bob")
+    token = helper.signin("bob")
+    client = app.test_client()
+    client.post(REFRESH, json={"refresh_token": token["refresh_token"]})
+    client.post(REFRESH, json={"refresh_token": token["refresh_token"]})
+
+    events = [(line["event"], line["outcome"], line["reason"]) for line in audit_lines()]
+    assert events == [
+        ("signin", "success", None),
+        ("refresh", "success", None),
+        ("refresh_reuse", "session_revoked", "reuse_detected"),
+    ]
+
+
+def test_throttling_is_logged(settings, audit_lines):
+    app = create_app({**settings, "RATELIMIT_ENABLED": True, "SIGNIN_LIMIT_SIGNIN_PER_ADDRESS": "1 per minute"})
+    with app.app_context():
+        db.create_all()
+    client = app.test_client()
+    client.post(SIGNIN, json={"username": "zed", "password": "x"})
+    client.post(SIGNIN, json={"username": "zed", "password": "x"})
+
+    last = audit_lines()[-1]
+    assert (last["event"], last["outcome"], last["reason"]) == ("throttled", "refused", "signin_per_address")
+
+
+def test_no_secret_reaches_any_log_line(app, client, accounts, alice, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret = app.test_cli_runner().invoke(args=["services", "add", "billing"]).output.strip().splitlines()[-1]
+    service = {"Authorization": "Basic " + base64.b64encode(f"billing:{secret}".encode()).decode()}
+    first = accounts.signin()
+    client.post(SIGNIN, json={"username": "alice", "password": "a wrong " + PASSWORD})
+    second = client.post(REFRESH, json={"refresh_token": first["refresh_token"]}).get_json()["token"]
+    client.post(REFRESH, json={"refresh_token": first["refresh_token"]})
+    client.post("/api/v2/account/introspect/", headers=service, json={"token": second["access_token"]})
+    client.post(SIGNOUT, headers=accounts.bearer(second))
+    third = accounts.signin()
+    client.post(REVOKE, headers=service, json={"token": third["refresh_token"]})
+
+    text = "\n".join(record.getMessage() for record in caplog.records)
+    events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "signin.audit"]
+    assert events == ["signin", "signin", "refresh", "refresh", "signout", "signin", "revoke"]
+    secrets = [PASSWORD, secret]
+    for token in (first, second, third):
+        for value in (token["access_token"], token["refresh_token"]):
+            secrets += [value, digest(value)]
+    for value in secrets:
+        assert value not in text

@@ -1,0 +1,96 @@
+"""Store outages: a 503 as JSON, never a 500, and recovery without a restart."""
+
+from __future__ import annotations
+
+import pytest
+
+from signin import create_app
+from signin.extensions import db
+from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.servers import RedisServer, free_port
+
+ME = "/api/v2/account/me/"
+UNAVAILABLE = {
+    "error": "temporarily_unavailable",
+    "error_description": "The service is temporarily unavailable; try again shortly.",
+}
+
+
+@pytest.fixture
+def redis_server():
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def app(settings, redis_server):  # overrides conftest's: a Redis this test may stop
+    app = create_app({**settings, "REDIS_URL": redis_server.url})
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.drop_all()
+
+
+def assert_unavailable(response):
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+    assert response.headers["Retry-After"] == "1"
+
+
+def test_redis_down_is_503_and_recovers_by_itself(client, accounts, alice, redis_server):
+    token = accounts.signin()
+
+    redis_server.stop()
+    assert_unavailable(client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
+    assert_unavailable(client.get(ME, headers=accounts.bearer(token)))
+    assert_unavailable(client.post("/api/v2/account/refresh/", json={"refresh_token": token["refresh_token"]}))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"] == {"database": "ok", "redis": "unavailable"}
+    assert client.get("/healthz").status_code == 200
+
+    redis_server.start()
+    assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_redis_down_with_throttling_on_is_503(settings, redis_server):
+    app = create_app({**settings, "REDIS_URL": redis_server.url, "RATELIMIT_ENABLED": True})
+    with app.app_context():
+        db.create_all()
+    Accounts(app, app.test_client()).create("alice")
+    redis_server.stop()
+
+    assert_unavailable(app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
+
+    redis_server.start()
+    assert app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_database_down_is_503(settings):
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
+    app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": url})
+    client = app.test_client()
+
+    assert_unavailable(client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"] == {"database": "unavailable", "redis": "ok"}
+    assert ready.get_json()["error"] == "temporarily_unavailable"
+
+
+def test_an_unexpected_error_is_a_json_500(settings):
+    app = create_app({**settings, "TESTING": False})
+
+    @app.get("/boom")
+    def boom():
+        raise RuntimeError("a secret-bearing message")
+
+    response = app.test_client().get("/boom")
+
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "error": "server_error",
+        "error_description": "The server failed to handle the request.",
+    }
