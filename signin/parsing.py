@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from flask import request
+from flask import g, request
 from marshmallow import Schema, ValidationError
 from werkzeug.exceptions import UnsupportedMediaType
 
@@ -15,7 +15,13 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def body_fields() -> dict[str, Any]:
-    """Return the body's fields; an empty body has none."""
+    """Return the body's fields; an empty body has none. Parsed once per request."""
+    if "body_fields" not in g:
+        g.body_fields = _parse_body()
+    return g.body_fields
+
+
+def _parse_body() -> dict[str, Any]:
     data = request.get_data(cache=True)
     if not data:
         return {}
