@@ -26,6 +26,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     from signin.account import bp as account_bp
     from signin.extensions import db, redis_client
     from signin.health import bp as health_bp
+    from signin.openapi import bp as openapi_bp
 
     db.init_app(app)
     redis_client.init_app(app)
@@ -36,4 +37,5 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     cli.init_app(app)
     app.register_blueprint(account_bp)
     app.register_blueprint(health_bp)
+    app.register_blueprint(openapi_bp)
     return app

@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
+from marshmallow import Schema, fields, validate
 from sqlalchemy import text
 
+from signin.account.schemas import ErrorSchema
 from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
 from signin.extensions import db, redis_client
 
 bp = Blueprint("health", __name__)
 
+STATES = ("ok", "unavailable")
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ChecksSchema(Schema):
+    database = fields.String(required=True, validate=validate.OneOf(STATES))
+    redis = fields.String(required=True, validate=validate.OneOf(STATES))
+
+
+class ReadinessSchema(HealthSchema):
+    checks = fields.Nested(ChecksSchema, required=True)
+
+
+class NotReadySchema(ErrorSchema):
+    checks = fields.Nested(ChecksSchema, required=True)
+
 
 @bp.get("/healthz")
 def healthz() -> dict:
     """Answer while the process serves."""
-    return {"status": "ok"}
+    return HealthSchema().dump({"status": "ok"})
 
 
 @bp.get("/readyz")
-def readyz():
+def readyz() -> dict | tuple[dict, int, dict[str, str]]:
     """Answer 200 when the database and Redis both answer, else 503 naming the failure."""
     checks = {"database": "ok", "redis": "ok"}
     try:
@@ -31,10 +52,10 @@ def readyz():
         checks["redis"] = "unavailable"
     failed = [name for name, state in checks.items() if state != "ok"]
     if not failed:
-        return {"status": "ok", "checks": checks}
+        return ReadinessSchema().dump({"status": "ok", "checks": checks})
     body = {
         "error": "temporarily_unavailable",
         "error_description": f"Not ready: {' and '.join(failed)} cannot be reached.",
         "checks": checks,
     }
-    return jsonify(body), 503
+    return NotReadySchema().dump(body), 503, {"Retry-After": "1"}

@@ -119,8 +119,8 @@ def test_a_removed_service_can_no_longer_call(client, runner, service):
         ({"token": ""}, {"token": ["Length must be between 1 and 512."]}),
         ({"token": 5}, {"token": ["Not a valid string."]}),
         (
-            {"token": "t", "token_type_hint": "id_token"},
-            {"token_type_hint": ["Must be one of: access_token, refresh_token."]},
+            {"token": "t", "token_type_hint": 3},
+            {"token_type_hint": ["Not a valid string."]},
         ),
     ],
 )
@@ -152,6 +152,14 @@ def test_revoking_a_refresh_token_kills_its_session(client, accounts, alice, ser
 
     assert (response.status_code, response.get_json()) == (200, {})
     assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
+
+
+def test_an_unknown_hint_is_ignored(client, accounts, alice, service):
+    token = accounts.signin()
+
+    response = client.post(INTROSPECT, headers=service, json={"token": token["access_token"], "token_type_hint": "id_token"})
+
+    assert response.get_json()["active"] is True
 
 
 def test_revoking_an_unknown_token_is_200(client, service):

@@ -17,6 +17,7 @@ def test_signout_is_204_and_kills_the_pair(client, accounts, alice):
 
     assert response.status_code == 204
     assert response.get_data() == b""
+    assert "Content-Type" not in response.headers
     assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
     assert client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code == 401
     assert client.get(ME, headers=accounts.bearer(other)).status_code == 200

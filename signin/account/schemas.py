@@ -35,7 +35,8 @@ class SignoutSchema(RequestSchema):
 
 class TokenRequestSchema(RequestSchema):
     token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
-    token_type_hint = fields.String(load_default=None, validate=validate.OneOf(["access_token", "refresh_token"]))
+    # RFC 7009 2.1: a hint the server cannot use is ignored, not refused.
+    token_type_hint = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
 class TokenSchema(Schema):

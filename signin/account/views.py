@@ -26,6 +26,13 @@ from signin.tokens import IssuedTokens, RefreshRejected, Session
 bp = Blueprint("account", __name__, url_prefix="/api/v2/account")
 
 
+def no_content() -> Response:
+    """Return a 204 with no body and so no Content-Type."""
+    response = Response(status=204)
+    del response.headers["Content-Type"]
+    return response
+
+
 @bp.after_request
 def _never_cache(response: Response) -> Response:
     # Tokens and account data must not sit in any cache (RFC 6749 5.1).
@@ -93,7 +100,7 @@ def refresh() -> dict:
 
 @bp.post("/signout/")
 @require_token()
-def signout() -> tuple[str, int]:
+def signout() -> Response:
     """End the bearer's session, or with ``everywhere`` every session of the user."""
     data = load(SignoutSchema())
     session: Session = g.session
@@ -110,7 +117,7 @@ def signout() -> tuple[str, int]:
         everywhere=data["everywhere"],
         sessions_ended=ended,
     )
-    return "", 204
+    return no_content()
 
 
 @bp.get("/me/")

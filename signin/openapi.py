@@ -1,0 +1,203 @@
+"""The OpenAPI 3 document of every route, built from the schemas the views use."""
+
+from __future__ import annotations
+
+import inspect
+from http import HTTPStatus
+from importlib.metadata import version
+from itertools import groupby
+from operator import attrgetter
+from typing import Any, NamedTuple
+
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from flask import Blueprint, Flask, current_app
+from marshmallow import Schema
+from werkzeug.routing import Rule
+
+from signin import errors
+from signin.account.schemas import (
+    ErrorSchema,
+    IntrospectionSchema,
+    MeSchema,
+    RefreshSchema,
+    SigninSchema,
+    SignoutSchema,
+    TokenRequestSchema,
+    TokenResponseSchema,
+)
+from signin.health import HealthSchema, NotReadySchema, ReadinessSchema
+from signin.parsing import FORM
+
+EXTENSION = "signin.openapi"
+JSON = "application/json"
+DESCRIPTION = (
+    "Opaque, revocable tokens for a username and password. Every path answers with and without its trailing "
+    "slash; request bodies are JSON or a form, the same fields either way; every response, errors included, is JSON."
+)
+BEARER, BASIC = "bearerAuth", "serviceBasic"
+SECURITY_SCHEMES = {
+    BEARER: {"type": "http", "scheme": "bearer", "description": "An access token from signin or refresh."},
+    BASIC: {"type": "http", "scheme": "basic", "description": "A name and secret from `signin services add`."},
+}
+
+Body = type[Schema] | dict[str, Any] | None
+
+
+class Operation(NamedTuple):
+    """What one method of one route answers, reads, demands, and how else it can fail."""
+
+    answers: dict[int, Body]
+    body: type[Schema] | None = None
+    auth: str | None = None
+    fails: tuple[str, ...] = ()
+
+
+# A body adds invalid_request, payload_too_large and unsupported_media_type to
+# `fails`; a security scheme adds its 401. Every route needs a row here.
+ACCOUNT, OUTAGE = "/api/v2/account", "temporarily_unavailable"
+OPERATIONS: dict[tuple[str, str], Operation] = {
+    (f"{ACCOUNT}/signin/", "post"): Operation(
+        {200: TokenResponseSchema}, SigninSchema, None, ("invalid_scope", "invalid_grant", "rate_limited", OUTAGE)
+    ),
+    (f"{ACCOUNT}/refresh/", "post"): Operation(
+        {200: TokenResponseSchema}, RefreshSchema, None, ("invalid_grant", "rate_limited", OUTAGE)
+    ),
+    (f"{ACCOUNT}/signout/", "post"): Operation({204: None}, SignoutSchema, BEARER, (OUTAGE,)),
+    (f"{ACCOUNT}/me/", "get"): Operation({200: MeSchema}, None, BEARER, (OUTAGE,)),
+    (f"{ACCOUNT}/introspect/", "post"): Operation(
+        {200: IntrospectionSchema}, TokenRequestSchema, BASIC, ("rate_limited", OUTAGE)
+    ),
+    (f"{ACCOUNT}/revoke/", "post"): Operation(
+        {200: {"type": "object", "maxProperties": 0}}, TokenRequestSchema, BASIC, ("rate_limited", OUTAGE)
+    ),
+    ("/healthz", "get"): Operation({200: HealthSchema}),
+    ("/readyz", "get"): Operation({200: ReadinessSchema, 503: NotReadySchema}),
+    ("/api/v2/openapi.json", "get"): Operation({200: {"type": "object", "description": "This document."}}),
+}
+
+# The account blueprint keeps these out of every cache.
+PRIVATE = (TokenResponseSchema, MeSchema, IntrospectionSchema)
+HEADERS = {
+    "Cache-Control": {"description": "Tokens and account data are never cached.", "schema": {"enum": ["no-store"]}},
+    "Pragma": {"description": "The same, for HTTP/1.0 caches.", "schema": {"enum": ["no-cache"]}},
+    "Retry-After": {"description": "Seconds to wait before trying again.", "schema": {"pattern": "^[1-9][0-9]*$"}},
+    "WWW-Authenticate": {"description": "The scheme to authenticate with.", "schema": {"type": "string"}},
+}
+
+
+def _http(status: int, description: str = "", headers: dict[str, str] | None = None) -> errors.APIError:
+    error = errors.APIError(description or errors.HTTP_ERROR_DESCRIPTIONS[status])
+    error.status_code, error.error, error.headers = status, errors.HTTP_ERROR_CODES[status], headers or {}
+    return error
+
+
+# What a client receives for each error an operation can answer.
+FAILURES = {
+    failure.error: failure
+    for failure in (
+        errors.InvalidScope(),
+        errors.InvalidGrant(),
+        errors.InvalidToken(),
+        errors.InvalidClient(),
+        errors.TemporarilyUnavailable(),
+        _http(413),
+        _http(415, f"Send the body as {JSON} or {FORM}."),
+        _http(429, headers={"Retry-After": "60"}),
+    )
+}
+AUTH_FAILURES = {BEARER: "invalid_token", BASIC: "invalid_client"}
+
+
+def _invalid(schema: Schema) -> errors.APIError:
+    # The example is what this schema says of an empty body, or of one with every field null.
+    fields = schema.validate({}) or schema.validate(dict.fromkeys(schema.fields))
+    return errors.InvalidRequest("The request body has invalid fields.", fields)
+
+
+def _failures(operation: Operation) -> list[errors.APIError]:
+    failures = [FAILURES[code] for code in operation.fails]
+    if operation.body is not None:
+        failures[:0] = [_invalid(operation.body()), FAILURES["payload_too_large"], FAILURES["unsupported_media_type"]]
+    if operation.auth is not None:
+        failures.append(FAILURES[AUTH_FAILURES[operation.auth]])
+    return sorted(failures, key=attrgetter("status_code"))
+
+
+def _answer(status: int, body: Body) -> dict[str, Any]:
+    answer: dict[str, Any] = {"description": HTTPStatus(status).phrase}
+    if body is not None:
+        answer["content"] = {JSON: {"schema": body}}
+    if body in PRIVATE:
+        answer["headers"] = {name: HEADERS[name] for name in ("Cache-Control", "Pragma")}
+    return answer
+
+
+def _failed(failures: list[errors.APIError]) -> dict[str, Any]:
+    examples = {f.error: {"value": f.body()} for f in failures}
+    answer: dict[str, Any] = {
+        "description": " ".join(f"`{f.error}`: {f.description}" for f in failures),
+        "content": {JSON: {"schema": ErrorSchema, "examples": examples}},
+    }
+    headers = {name: HEADERS[name] | {"example": value} for f in failures for name, value in f.headers.items()}
+    if headers:
+        answer["headers"] = headers
+    return answer
+
+
+def _responses(operation: Operation) -> dict[int | str, Any]:
+    responses: dict[int | str, Any] = {status: _answer(status, body) for status, body in operation.answers.items()}
+    for status, failures in groupby(_failures(operation), key=attrgetter("status_code")):
+        responses[status] = _failed(list(failures))
+    responses["default"] = "Error"
+    return responses
+
+
+def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
+    operation = OPERATIONS.get((rule.rule, method))
+    if operation is None:
+        raise LookupError(f"{method.upper()} {rule.rule} has no row in signin.openapi.OPERATIONS")
+    described = {
+        "operationId": rule.endpoint,
+        "summary": (inspect.getdoc(app.view_functions[rule.endpoint]) or "").partition("\n")[0],
+        "tags": [rule.endpoint.partition(".")[0]],
+        "responses": _responses(operation),
+    }
+    if operation.body is not None:
+        required = any(field.required for field in operation.body().fields.values())
+        content = {JSON: {"schema": operation.body}, FORM: {"schema": operation.body}}
+        described["requestBody"] = {"required": required, "content": content}
+    if operation.auth is not None:
+        described["security"] = [{operation.auth: []}]
+    return described
+
+
+def build(app: Flask) -> dict[str, Any]:
+    """Describe every route of ``app``; one without a row in ``OPERATIONS`` is an error."""
+    spec = APISpec("signin", version("signin"), "3.1.0", [MarshmallowPlugin()], info={"description": DESCRIPTION})
+    for name, scheme in SECURITY_SCHEMES.items():
+        spec.components.security_scheme(name, scheme)
+    default = "Any other error (404 not_found, 405 method_not_allowed, 500 server_error), in the same shape."
+    spec.components.response("Error", {"description": default, "content": {JSON: {"schema": ErrorSchema}}})
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint != "static":
+            methods = sorted(method.lower() for method in (rule.methods or set()) - {"HEAD", "OPTIONS"})
+            spec.path(rule.rule, operations={method: _operation(app, rule, method) for method in methods})
+    return spec.to_dict()
+
+
+def document(app: Flask) -> dict[str, Any]:
+    """Return the app's OpenAPI document, built on first use."""
+    # An app's routes are fixed once it serves, so one build lasts its lifetime.
+    if EXTENSION not in app.extensions:
+        app.extensions[EXTENSION] = build(app)
+    return app.extensions[EXTENSION]
+
+
+bp = Blueprint("openapi", __name__)
+
+
+@bp.get("/api/v2/openapi.json")
+def openapi() -> dict[str, Any]:
+    """Serve the OpenAPI 3 document of this API."""
+    return document(current_app)
