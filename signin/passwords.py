@@ -1,25 +1,42 @@
-"""Hash and verify passwords with werkzeug.security, at a constant cost."""
+"""Hash and verify passwords at a constant cost.
+
+The default is a ``werkzeug.security`` method, because other applications may
+read the same user table and must keep verifying it. ``argon2id[:m:t:p]``
+(argon2-cffi; m in KiB) is an opt-in for tables nothing else reads; hashes of
+either kind keep verifying, and a successful sign-in moves them to the
+configured method.
+"""
 
 from __future__ import annotations
 
 import functools
 import secrets
 
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import Argon2Error, InvalidHashError
 from werkzeug.security import check_password_hash, generate_password_hash
 
 SALT_LENGTH = 16
+ARGON2 = "argon2id"
+ARGON2_PREFIX = "$argon2id$"
+# OWASP Password Storage Cheat Sheet: m=19456 KiB, t=2, p=1.
+ARGON2_DEFAULTS = (19456, 2, 1)
 
 
 def hash_password(password: str, method: str) -> str:
     """Return a salted hash of a password, made with ``method``."""
+    if _is_argon2(method):
+        return _argon2(method).hash(password)
     return generate_password_hash(password, method=method, salt_length=SALT_LENGTH)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
     """Tell whether a password matches a stored hash; an unreadable hash never matches."""
     try:
+        if password_hash.startswith("$argon2"):
+            return _argon2(ARGON2).verify(password_hash, password)
         return check_password_hash(password_hash, password)
-    except (ValueError, TypeError):
+    except (Argon2Error, InvalidHashError, ValueError, TypeError):
         return False
 
 
@@ -29,12 +46,26 @@ def verify_dummy(password: str, method: str) -> None:
 
 
 def needs_rehash(password_hash: str, method: str) -> bool:
-    """Tell whether a hash was made with other parameters than ``method``."""
-    return _method_of(password_hash) != _method_of(_dummy_hash(method))
+    """Tell whether a hash was made with another method or other parameters than ``method``."""
+    if _is_argon2(method):
+        if not password_hash.startswith(ARGON2_PREFIX):
+            return True
+        try:
+            return _argon2(method).check_needs_rehash(password_hash)
+        except InvalidHashError:
+            return True
+    return password_hash.split("$", 1)[0] != _dummy_hash(method).split("$", 1)[0]
 
 
-def _method_of(password_hash: str) -> str:
-    return password_hash.split("$", 1)[0]
+def _is_argon2(method: str) -> bool:
+    return method.split(":", 1)[0] == ARGON2
+
+
+@functools.cache
+def _argon2(method: str) -> PasswordHasher:
+    _, *parameters = method.split(":")
+    memory_cost, time_cost, parallelism = map(int, parameters) if parameters else ARGON2_DEFAULTS
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism, type=Type.ID)
 
 
 @functools.cache
