@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint clean
+.PHONY: install run test lint bench clean
 
 install: $(INSTALLED)
 
@@ -23,6 +23,10 @@ run: install
 ## Run the test suite (embedded Redis and SQLite unless REDIS_URL / DATABASE_URL are set).
 test: install
 	$(BIN)/python -m pytest
+
+## Benchmark on this box (~4-5 min on 2 cores); results in bench/results/.
+bench: install
+	$(BIN)/python -m bench.run
 
 lint: install
 	$(BIN)/ruff check .

@@ -33,6 +33,12 @@ class Config:
     REDIS_URL = os.environ.get("REDIS_URL")
     # Every key the service writes starts with this.
     SIGNIN_REDIS_PREFIX = os.environ.get("SIGNIN_REDIS_PREFIX", "signin:")
+    # Hand out a new or refreshed token pair only once this many replicas
+    # hold it (Redis WAIT), else answer 503: a failover then cannot lose
+    # tokens a client has. 0: don't wait. Not supported on Redis Cluster.
+    SIGNIN_REDIS_MIN_REPLICAS = _int("SIGNIN_REDIS_MIN_REPLICAS", 0)
+    # How long to wait for those replicas, in milliseconds (must be > 0).
+    SIGNIN_REDIS_REPLICA_TIMEOUT_MS = _int("SIGNIN_REDIS_REPLICA_TIMEOUT_MS", 500)
 
     # Lifetimes in seconds.
     SIGNIN_ACCESS_TOKEN_TTL = _int("SIGNIN_ACCESS_TOKEN_TTL", 604800)
@@ -76,3 +82,7 @@ class Config:
     SIGNIN_LIMIT_REFRESH_PER_ADDRESS = os.environ.get("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "60 per minute")
     # Introspection and revocation calls per registered service.
     SIGNIN_LIMIT_SERVICE_CALLS = os.environ.get("SIGNIN_LIMIT_SERVICE_CALLS", "6000 per minute")
+    # How long a process trusts a service credential it has verified, so
+    # introspection need not query the database each call. A removed service
+    # stops working in other processes within this many seconds.
+    SIGNIN_SERVICE_CACHE_SECONDS = _int("SIGNIN_SERVICE_CACHE_SECONDS", 5)

@@ -22,7 +22,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Every route answers with and without its trailing slash, never by redirect.
     app.url_map.strict_slashes = False
 
-    from signin import audit, auth, cli, errors, throttle
+    from signin import audit, auth, cli, errors, metrics, throttle
     from signin.account import bp as account_bp
     from signin.extensions import db, redis_client
     from signin.health import bp as health_bp
@@ -32,6 +32,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_client.init_app(app)
     auth.init_app(app, app.extensions["redis"].client)
     errors.init_app(app)
+    # Before the limiter, so that a throttled request is timed too.
+    metrics.init_app(app)
     audit.init_app(app)
     throttle.init_app(app)
     cli.init_app(app)

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
 
+from signin import metrics
+
 log = logging.getLogger("signin.audit")
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -44,6 +46,7 @@ def record(
         **details,
     }
     log.info(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
+    metrics.count_event(event, outcome, reason, details)
 
 
 def _assign_request_id() -> None:

@@ -25,6 +25,8 @@ def init_app(app: Flask, redis: Redis) -> TokenStore:
         refresh_ttl=config.get("SIGNIN_REFRESH_TOKEN_TTL", 604800),
         reuse_grace=config.get("SIGNIN_REFRESH_REUSE_GRACE", 10),
         prefix=config.get("SIGNIN_REDIS_PREFIX", "signin:"),
+        min_replicas=config.get("SIGNIN_REDIS_MIN_REPLICAS", 0),
+        replica_timeout_ms=config.get("SIGNIN_REDIS_REPLICA_TIMEOUT_MS", 500),
     )
     app.extensions[EXTENSION] = store
     return store

@@ -9,6 +9,9 @@ import sqlalchemy.exc
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
+from signin import metrics
+from signin.tokens import NotReplicated
+
 log = logging.getLogger(__name__)
 
 # Exceptions that mean a store is out of reach, not that the code is wrong.
@@ -20,6 +23,7 @@ REDIS_OUTAGES = (
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
     redis.exceptions.SlotNotCoveredError,
+    NotReplicated,
 )
 DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
 
@@ -143,7 +147,15 @@ def _from_http_exception(exc: HTTPException) -> Response:
 def _store_outage(exc: Exception) -> Response:
     # The class name tells operators which store; the message may hold a URL.
     log.warning("store unavailable: %s", type(exc).__name__)
+    metrics.count_store_error("redis" if isinstance(exc, REDIS_OUTAGES) else "database")
     return error_response(TemporarilyUnavailable())
+
+
+def _cluster_error(exc: redis.exceptions.RedisClusterException) -> Response:
+    # redis-py raises this for misuse, and for a cluster it cannot reach at all.
+    if isinstance(exc.__cause__, REDIS_OUTAGES):
+        return _store_outage(exc.__cause__)
+    return _unexpected(exc)
 
 
 def _unexpected(exc: Exception) -> Response:
@@ -159,4 +171,5 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http_exception)
     for outage in REDIS_OUTAGES + DATABASE_OUTAGES:
         app.register_error_handler(outage, _store_outage)
+    app.register_error_handler(redis.exceptions.RedisClusterException, _cluster_error)
     app.register_error_handler(Exception, _unexpected)

@@ -51,6 +51,8 @@ class Operation(NamedTuple):
     body: type[Schema] | None = None
     auth: str | None = None
     fails: tuple[str, ...] = ()
+    # What a success is written in; errors are always JSON.
+    media_type: str = JSON
 
 
 # A body adds invalid_request, payload_too_large and unsupported_media_type to
@@ -74,6 +76,10 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("/healthz", "get"): Operation({200: HealthSchema}),
     ("/readyz", "get"): Operation({200: ReadinessSchema, 503: NotReadySchema}),
     ("/api/v2/openapi.json", "get"): Operation({200: {"type": "object", "description": "This document."}}),
+    ("/metrics", "get"): Operation(
+        {200: {"type": "string", "description": "Counters and latencies in the Prometheus text format."}},
+        media_type="text/plain",
+    ),
 }
 
 # The account blueprint keeps these out of every cache.
@@ -124,10 +130,10 @@ def _failures(operation: Operation) -> list[errors.APIError]:
     return sorted(failures, key=attrgetter("status_code"))
 
 
-def _answer(status: int, body: Body) -> dict[str, Any]:
+def _answer(status: int, body: Body, media_type: str) -> dict[str, Any]:
     answer: dict[str, Any] = {"description": HTTPStatus(status).phrase}
     if body is not None:
-        answer["content"] = {JSON: {"schema": body}}
+        answer["content"] = {media_type: {"schema": body}}
     if body in PRIVATE:
         answer["headers"] = {name: HEADERS[name] for name in ("Cache-Control", "Pragma")}
     return answer
@@ -146,7 +152,9 @@ def _failed(failures: list[errors.APIError]) -> dict[str, Any]:
 
 
 def _responses(operation: Operation) -> dict[int | str, Any]:
-    responses: dict[int | str, Any] = {status: _answer(status, body) for status, body in operation.answers.items()}
+    responses: dict[int | str, Any] = {
+        status: _answer(status, body, operation.media_type) for status, body in operation.answers.items()
+    }
     for status, failures in groupby(_failures(operation), key=attrgetter("status_code")):
         responses[status] = _failed(list(failures))
     responses["default"] = "Error"
@@ -183,7 +191,11 @@ def build(app: Flask) -> dict[str, Any]:
         if rule.endpoint != "static":
             methods = sorted(method.lower() for method in (rule.methods or set()) - {"HEAD", "OPTIONS"})
             spec.path(rule.rule, operations={method: _operation(app, rule, method) for method in methods})
-    return spec.to_dict()
+    described = spec.to_dict()
+    # The clients are configuration, which the schema class cannot know; any other is a 400.
+    client_id = described["components"]["schemas"]["Signin"]["properties"]["client_id"]
+    client_id["enum"] = [*app.config["SIGNIN_CLIENTS"], None]
+    return described
 
 
 def document(app: Flask) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, current_app
 from redis import Redis
@@ -18,6 +18,10 @@ from redis.sentinel import Sentinel
 CONNECT_TIMEOUT = 2.0
 READ_TIMEOUT = 5.0
 RETRIES = 3
+# Flask-Limiter's storage gets the same bounds (redis-py before 8 has none by
+# default). The same keys for every URL: Flask-Limiter merges the options of
+# every app it is bound to.
+LIMITER_OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": READ_TIMEOUT}
 
 
 @dataclass
@@ -55,6 +59,19 @@ def client_from_url(url: str) -> Redis:
     return Redis.from_url(url, **options)
 
 
+def limiter_url(url: str) -> str:
+    """Return the URL Flask-Limiter's storage understands for the Redis of ``url``."""
+    scheme, _, rest = url.partition("://")
+    if scheme == "unix":
+        return f"redis+unix://{rest}"
+    if scheme == "redis+sentinel":
+        # limits reads the whole path as the service name and always uses db 0.
+        parts = urlsplit(url)
+        service = parts.path.strip("/").partition("/")[0] or "mymaster"
+        return urlunsplit(parts._replace(path=f"/{service}"))
+    return url
+
+
 def _host_port(node: str) -> tuple[str, int]:
     host, _, port = node.rpartition(":")
     return host, int(port or 26379)
@@ -81,8 +98,7 @@ class RedisClient:
         embedded = None
         if not url:
             embedded, url = start_embedded(app.instance_path)
-        limiter_url = url.replace("unix://", "redis+unix://", 1)
-        app.extensions["redis"] = RedisState(client_from_url(url), limiter_url, embedded)
+        app.extensions["redis"] = RedisState(client_from_url(url), limiter_url(url), embedded)
 
     @property
     def client(self) -> Redis:

@@ -1,10 +1,19 @@
-"""Internal services: register them, and check the credentials they present."""
+"""Internal services: register them, and check the credentials they present.
+
+A verified credential is remembered in the process for
+``SIGNIN_SERVICE_CACHE_SECONDS``, so introspection does not query the
+database on every call; removing a service takes effect in this process at
+once and in other processes within that time.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import secrets
+import time
+
+from flask import current_app
 
 from signin.extensions import db
 from signin.models import Service
@@ -39,6 +48,7 @@ def remove_service(name: str) -> bool:
         return False
     db.session.delete(service)
     db.session.commit()
+    _verified().pop(name, None)
     return True
 
 
@@ -49,6 +59,18 @@ def list_services() -> list[Service]:
 
 def verify_service(name: str, secret: str) -> bool:
     """Tell whether a name and secret belong to a registered service, in constant time."""
+    presented, now = _digest(secret), time.monotonic()
+    remembered = _verified().get(name)
+    if remembered and remembered[1] > now and hmac.compare_digest(presented, remembered[0]):
+        return True
     stored = db.session.scalar(db.select(Service.secret_digest).filter_by(name=name))
-    matches = hmac.compare_digest(_digest(secret), stored or _NO_DIGEST)
-    return matches and stored is not None
+    if not hmac.compare_digest(presented, stored or _NO_DIGEST) or stored is None:
+        return False
+    _verified()[name] = (stored, now + current_app.config["SIGNIN_SERVICE_CACHE_SECONDS"])
+    return True
+
+
+def _verified() -> dict[str, tuple[str, float]]:
+    # Per app: name -> (secret digest, remembered until). Only good credentials
+    # are remembered, so a wrong secret always reaches the database.
+    return current_app.extensions.setdefault("signin.services", {})

@@ -27,6 +27,7 @@ from signin import audit
 from signin.errors import APIError
 from signin.models import username_key
 from signin.parsing import body_fields
+from signin.redis_client import LIMITER_OPTIONS
 
 DAY = 86400
 
@@ -134,7 +135,10 @@ def init_app(app: Flask) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["redis"].limiter_url)
     # The storage, unlike the limiter, is rebuilt for every app it is bound to.
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"key_prefix": app.config["SIGNIN_REDIS_PREFIX"] + "limits"})
+    app.config.setdefault(
+        "RATELIMIT_STORAGE_OPTIONS",
+        {"key_prefix": app.config["SIGNIN_REDIS_PREFIX"] + "limits", **LIMITER_OPTIONS},
+    )
     # Registered before the limiter's own hook, so it runs after it.
     app.after_request(_retry_after_at_least_one_second)
     limiter.init_app(app)

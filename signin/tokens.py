@@ -11,6 +11,10 @@ the token itself):
 - ``p user:<id>``: a sorted set of the user's session ids scored by expiry.
 
 No operation touches two keys at once, so all of this works on Redis Cluster.
+
+With ``min_replicas``, a new or rotated pair is handed out only once that many
+replicas hold it (Redis ``WAIT`` on the connection that wrote it), so a
+failover cannot lose tokens a client already has.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import astuple, dataclass
 
 from redis import Redis
+from redis.cluster import RedisCluster
 
 TOKEN_BYTES = 32
 SESSION_ID_BYTES = 16
@@ -95,6 +100,10 @@ class RefreshRejected(Exception):
         self.session = session
 
 
+class NotReplicated(Exception):
+    """Fewer replicas than required acknowledged a write in time; nothing was handed out."""
+
+
 class TokenStore:
     """Issue, resolve, rotate and revoke tokens; knows Redis, nothing of HTTP."""
 
@@ -106,13 +115,22 @@ class TokenStore:
         refresh_ttl: int = 604800,
         reuse_grace: int = 10,
         prefix: str = "signin:",
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 500,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        if min_replicas and isinstance(redis, RedisCluster):
+            # WAIT covers one node's writes, and a session's keys span several nodes.
+            raise ValueError("min_replicas is not supported on Redis Cluster")
+        if min_replicas and replica_timeout_ms <= 0:
+            raise ValueError("replica_timeout_ms must be positive: WAIT 0 blocks forever")
         self.redis = redis
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.reuse_grace = reuse_grace
         self.prefix = prefix
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
         self._consume = redis.register_script(CONSUME_REFRESH)
         self._swap = redis.register_script(SWAP_PAIR)
@@ -125,7 +143,12 @@ class TokenStore:
             self._write_pair(pipe, issued, access, refresh)
             pipe.set(self._session_key(session_id), f"{digest(refresh)} {digest(access)}", ex=self._session_ttl)
             self._index(pipe, issued.session)
-            pipe.execute()
+            self._wait(pipe)
+            replicated = self._replicated(pipe.execute())
+        if not replicated:
+            # The client never sees these tokens, so they need not outlive the refusal.
+            self.revoke_session(issued.session)
+            raise NotReplicated()
         return issued
 
     def resolve(self, access_token: str) -> Session | None:
@@ -147,7 +170,8 @@ class TokenStore:
 
         Raises ``RefreshRejected`` with reason ``unknown``, ``revoked``,
         ``reused`` (within the grace: refused, session kept) or
-        ``reuse_detected`` (after it: the whole session revoked).
+        ``reuse_detected`` (after it: the whole session revoked). Raises
+        ``NotReplicated`` with the session put back as it was.
         """
         if not TOKEN_PATTERN.fullmatch(refresh_token):
             raise RefreshRejected("unknown")
@@ -172,15 +196,18 @@ class TokenStore:
             keys=[self._session_key(old.session_id)],
             args=[old_refresh, f"{digest(refresh)} {digest(access)}", self._session_ttl],
         )
+        if not previous:
+            # Revoked while we rotated: the new pair must not outlive it.
+            self._delete_pair(access, refresh)
+            raise RefreshRejected("revoked", old)
         with self.redis.pipeline(transaction=False) as pipe:
-            if not previous:
-                # Revoked while we rotated: the new pair must not outlive it.
-                pipe.delete(self._access_key(digest(access)), self._refresh_key(digest(refresh)))
-                pipe.execute()
-                raise RefreshRejected("revoked", old)
             pipe.delete(self._access_key(previous.split(" ")[1]))
             self._index(pipe, issued.session)
-            pipe.execute()
+            self._wait(pipe)
+            replicated = self._replicated(pipe.execute())
+        if not replicated:
+            self._unrotate(old, value, previous, access, refresh)
+            raise NotReplicated()
         return issued
 
     def revoke_session(self, session: Session) -> None:
@@ -240,6 +267,32 @@ class TokenStore:
     def keys(self, pattern: str = "*") -> Iterable[str]:
         """Yield the store's keys matching a pattern (for operators and tests)."""
         return self.redis.scan_iter(match=f"{self.prefix}{pattern}")
+
+    def _wait(self, pipe: Redis) -> None:
+        # Last in the pipeline, after the EXPIRE that _index always replicates: the
+        # offset WAIT waits for then covers every earlier write of this request.
+        if self.min_replicas:
+            pipe.wait(self.min_replicas, self.replica_timeout_ms)
+
+    def _replicated(self, results: list) -> bool:
+        return not self.min_replicas or results[-1] >= self.min_replicas
+
+    def _unrotate(self, old: Session, record: str, previous: str, access: str, refresh: str) -> None:
+        """Undo a rotation whose new pair no client will see; the old refresh token works again."""
+        restored = self._swap(
+            keys=[self._session_key(old.session_id)],
+            args=[digest(refresh), previous, self._session_ttl],
+        )
+        if restored:
+            # XX: a refresh token revoked meanwhile stays gone.
+            self.redis.set(self._refresh_key(previous.split(" ")[0]), record, xx=True, keepttl=True)
+        self._delete_pair(access, refresh)
+
+    def _delete_pair(self, access: str, refresh: str) -> None:
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.delete(self._access_key(digest(access)))
+            pipe.delete(self._refresh_key(digest(refresh)))
+            pipe.execute()
 
     @property
     def _session_ttl(self) -> int:

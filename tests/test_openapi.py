@@ -100,9 +100,9 @@ def test_every_row_of_the_table_is_a_route(app):
 
 
 def test_a_route_without_a_row_is_an_error(app):
-    app.add_url_rule("/metrics", "metrics", lambda: "")
+    app.add_url_rule("/unlisted", "unlisted", lambda: "")
 
-    with pytest.raises(LookupError, match="GET /metrics"):
+    with pytest.raises(LookupError, match="GET /unlisted"):
         openapi.build(app)
 
 
@@ -143,6 +143,14 @@ def test_signin_answers_the_seed_token_with_expires_in_a_string(doc):
     assert token["properties"]["expires_in"]["type"] == "string"
     assert set(token["required"]) == {"access_token", "expires_in", "token_type", "refresh_token", "client_id", "scope"}
     assert set(ok["headers"]) == {"Cache-Control", "Pragma"}
+
+
+def test_signin_names_the_configured_clients(settings):
+    settings["SIGNIN_CLIENTS"] = ["web", "cli"]
+
+    doc = openapi.build(create_app(settings))
+
+    assert doc["components"]["schemas"]["Signin"]["properties"]["client_id"]["enum"] == ["web", "cli", None]
 
 
 def test_the_error_schema_names_fields_as_clients_see_it(doc):

@@ -157,7 +157,9 @@ def test_revoking_a_refresh_token_kills_its_session(client, accounts, alice, ser
 def test_an_unknown_hint_is_ignored(client, accounts, alice, service):
     token = accounts.signin()
 
-    response = client.post(INTROSPECT, headers=service, json={"token": token["access_token"], "token_type_hint": "id_token"})
+    response = client.post(
+        INTROSPECT, headers=service, json={"token": token["access_token"], "token_type_hint": "id_token"}
+    )
 
     assert response.get_json()["active"] is True
 
@@ -177,3 +179,45 @@ def test_a_revoked_token_is_dead_on_every_endpoint(client, accounts, alice, serv
     assert client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code == 401
     for value in token["access_token"], token["refresh_token"]:
         assert client.post(INTROSPECT, headers=service, json={"token": value}).get_json() == {"active": False}
+
+
+def test_a_verified_service_is_remembered_without_a_query(app, client, service):
+    from sqlalchemy import event
+
+    from signin.extensions import db
+
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args) -> None:
+        statements.append(statement)
+
+    client.post(INTROSPECT, headers=service, json={"token": "x"})
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        assert client.post(INTROSPECT, headers=service, json={"token": "x"}).status_code == 200
+        assert statements == []
+        assert client.post(INTROSPECT, headers=basic("billing", "wrong"), json={"token": "x"}).status_code == 401
+        assert statements != []  # a wrong secret is always checked against the database
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_remembered_service_expires(settings):
+    from signin import create_app
+    from signin.extensions import db
+
+    app = create_app({**settings, "SIGNIN_SERVICE_CACHE_SECONDS": 0})
+    with app.app_context():
+        db.create_all()
+    secret = app.test_cli_runner().invoke(args=["services", "add", "ops"]).output.strip().splitlines()[-1]
+    client = app.test_client()
+    assert client.post(INTROSPECT, headers=basic("ops", secret), json={"token": "x"}).status_code == 200
+    with app.app_context():
+        from signin.models import Service
+
+        db.session.execute(db.delete(Service))  # removed by another process
+        db.session.commit()
+
+    assert client.post(INTROSPECT, headers=basic("ops", secret), json={"token": "x"}).status_code == 401

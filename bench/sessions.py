@@ -1,0 +1,137 @@
+"""Many live sessions, fast: through ``TokenStore.issue`` in threads, or by a Lua script that mimics it."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import redis
+
+from config import Config
+from signin.tokens import IssuedTokens, TokenStore, digest
+
+ISSUE_THREADS = 8
+FILL_BATCH = 20_000
+# Fake users of bulk sessions get ids from here up, far from real users' ids.
+FAKE_USER_BASE = 10_000_000
+
+# Write ARGV[2] sessions numbered from ARGV[1], in TokenStore's key layout and
+# value sizes: at:/rt:<43-char digest> JSON records, sess:<22-char id> pair,
+# user:<id> sorted set. Bench only: it writes keys it was not passed, which
+# Redis Cluster would refuse.
+FILL = """
+local prefix, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local per_user, now, ttl, base = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+for i = first, first + count - 1 do
+  local user = base + math.floor(i / per_user)
+  local sid = string.sub(redis.sha1hex('s' .. i), 1, 22)
+  local at = redis.sha1hex('a' .. i) .. 'bnc'
+  local rt = redis.sha1hex('r' .. i) .. 'bnc'
+  local record = string.format('["%s",%d,"user%d","signin","read write",%d,', sid, user, user, now)
+  redis.call('SET', prefix .. 'at:' .. at, record .. (now + ttl) .. ']', 'EX', ttl)
+  redis.call('SET', prefix .. 'rt:' .. rt, record .. (now + ttl) .. ']', 'EX', ttl)
+  redis.call('SET', prefix .. 'sess:' .. sid, rt .. ' ' .. at, 'EX', ttl)
+  redis.call('ZADD', prefix .. 'user:' .. user, now + ttl, sid)
+  redis.call('EXPIRE', prefix .. 'user:' .. user, ttl)
+end
+return count
+"""
+
+
+def token_store(client: redis.Redis) -> TokenStore:
+    """Return a TokenStore set up as ``signin serve`` sets up its own (from config.Config)."""
+    return TokenStore(
+        client,
+        access_ttl=Config.SIGNIN_ACCESS_TOKEN_TTL,
+        refresh_ttl=Config.SIGNIN_REFRESH_TOKEN_TTL,
+        reuse_grace=Config.SIGNIN_REFRESH_REUSE_GRACE,
+        prefix=Config.SIGNIN_REDIS_PREFIX,
+    )
+
+
+def issue_many(store: TokenStore, count: int, user_of: Callable[[int], tuple[int, str]]) -> list[IssuedTokens]:
+    """Issue ``count`` sessions with ``TokenStore.issue`` from a few threads; session i belongs to user_of(i)."""
+
+    def issue(i: int) -> IssuedTokens:
+        user_id, username = user_of(i)
+        return store.issue(user_id, username, Config.SIGNIN_CLIENTS[0], Config.SIGNIN_DEFAULT_SCOPE)
+
+    with ThreadPoolExecutor(ISSUE_THREADS) as pool:
+        return list(pool.map(issue, range(count), chunksize=256))
+
+
+def fake_user(per_user: int) -> Callable[[int], tuple[int, str]]:
+    """Return a user_of for issue_many: ``per_user`` sessions to each fake user."""
+
+    def user_of(i: int) -> tuple[int, str]:
+        user_id = FAKE_USER_BASE + i // per_user
+        return user_id, f"user{user_id}"
+
+    return user_of
+
+
+def fill(client: redis.Redis, total: int, per_user: int, already: int = 0) -> float:
+    """Top the store up to ``total`` Lua-written sessions (``already`` exist); return the seconds it took."""
+    script = client.register_script(FILL)
+    ttl = max(Config.SIGNIN_ACCESS_TOKEN_TTL, Config.SIGNIN_REFRESH_TOKEN_TTL)
+    started = time.perf_counter()
+    for first in range(already, total, FILL_BATCH):
+        count = min(FILL_BATCH, total - first)
+        script(args=[Config.SIGNIN_REDIS_PREFIX, first, count, per_user, int(time.time()), ttl, 2 * FAKE_USER_BASE])
+    return time.perf_counter() - started
+
+
+def payload_bytes(client: redis.Redis, issued: IssuedTokens, per_user: int) -> int:
+    """Return the bytes of key names and values one session stores: the floor any layout must pay."""
+    prefix = Config.SIGNIN_REDIS_PREFIX
+    keys = [
+        f"{prefix}at:{digest(issued.access_token)}",
+        f"{prefix}rt:{digest(issued.refresh_token)}",
+        f"{prefix}sess:{issued.session.session_id}",
+    ]
+    strings = sum(len(key) + client.strlen(key) for key in keys)
+    user_key = f"{prefix}user:{issued.session.user_id}"
+    return strings + len(issued.session.session_id) + 8 + len(user_key) // per_user  # 8: the score
+
+
+def memory_per_session(client: redis.Redis, store: TokenStore, count: int, per_user: int) -> dict:
+    """Measure INFO used_memory before and after issuing ``count`` sessions."""
+    before = client.info("memory")["used_memory"]
+    started = time.perf_counter()
+    issued = issue_many(store, count, fake_user(per_user))
+    seconds = time.perf_counter() - started
+    after = client.info("memory")["used_memory"]
+    return {
+        "sessions": count,
+        "sessions_per_user": per_user,
+        "issue_seconds": seconds,
+        "used_memory_before": before,
+        "used_memory_after": after,
+        "bytes_per_session": (after - before) / count,
+        "payload_bytes_per_session": payload_bytes(client, issued[0], per_user),
+    }
+
+
+def revoke_user_seconds(store: TokenStore, user_id: int, sessions: int, repeats: int) -> float:
+    """Return the median time of ``revoke_user`` for a user holding ``sessions`` sessions."""
+    times = []
+    for _ in range(repeats):
+        issue_many(store, sessions, lambda _i: (user_id, f"user{user_id}"))
+        started = time.perf_counter()
+        ended = store.revoke_user(user_id)
+        times.append(time.perf_counter() - started)
+        if ended != sessions:
+            raise RuntimeError(f"revoke_user ended {ended} sessions, expected {sessions}")
+    return statistics.median(times)
+
+
+def round_trip_seconds(client: redis.Redis, repeats: int = 200) -> float:
+    """Return the median time of one PING: the cost of one Redis round trip from redis-py."""
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)

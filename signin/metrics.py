@@ -1,0 +1,120 @@
+"""Prometheus metrics: security events, store outages and request latency, served at ``GET /metrics``.
+
+Every label value is a name fixed in the code (an outcome, a limit, a store, a
+Flask endpoint), never a username, token or address, so a scrape holds no
+personal data and the number of series stays bounded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from flask import Blueprint, Flask, Response, current_app, g, has_app_context, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+EXTENSION = "signin.metrics"
+NAMESPACE = "signin"
+
+# Made at zero, so a rate over them is defined before the first event.
+SIGNIN_OUTCOMES = ("success", "unknown_user", "bad_password", "disabled")
+REFRESH_OUTCOMES = ("success", "unknown", "revoked", "reused", "reuse_detected")
+REVOCATION_KINDS = ("signout", "everywhere", "service")
+STORES = ("redis", "database")
+
+
+@dataclass
+class Metrics:
+    """One app's collectors, in a registry of its own."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, namespace=NAMESPACE, registry=self.registry)
+
+        self.signins = counter("signins", "Sign-in attempts, by outcome.", "outcome")
+        self.refreshes = counter("refreshes", "Refresh attempts, by outcome.", "outcome")
+        self.refresh_reuse = counter("refresh_reuse_detections", "Spent refresh tokens presented after the grace.")
+        self.revocations = counter("revocations", "Sessions revoked on request, by kind.", "kind")
+        self.throttled = counter("throttled", "Requests refused by a rate limit, by limit.", "limit")
+        self.store_errors = counter("store_errors", "Requests answered 503 because a store was out of reach.", "store")
+        self.latency = Histogram(
+            "request_duration_seconds",
+            "Time to answer a request, by Flask endpoint and status class.",
+            ("endpoint", "status"),
+            namespace=NAMESPACE,
+            registry=self.registry,
+        )
+        for counted, values in (
+            (self.signins, SIGNIN_OUTCOMES),
+            (self.refreshes, REFRESH_OUTCOMES),
+            (self.revocations, REVOCATION_KINDS),
+            (self.store_errors, STORES),
+        ):
+            for value in values:
+                counted.labels(value)
+
+
+def _metrics() -> Metrics | None:
+    # Audit lines are also written by CLI commands, whose app may have none.
+    return current_app.extensions.get(EXTENSION) if has_app_context() else None
+
+
+def count_event(event: str, outcome: str, reason: str | None, details: Mapping[str, object]) -> None:
+    """Count one audited security event."""
+    metrics = _metrics()
+    if metrics is None:
+        return
+    if event == "signin":
+        metrics.signins.labels(reason or outcome).inc()
+    elif event in ("refresh", "refresh_reuse"):
+        metrics.refreshes.labels(reason or outcome).inc()
+        if event == "refresh_reuse":
+            metrics.refresh_reuse.inc()
+    elif event == "signout":
+        metrics.revocations.labels("everywhere" if details.get("everywhere") else "signout").inc()
+    elif event == "revoke" and outcome == "success":
+        metrics.revocations.labels("service").inc()
+    elif event == "throttled" and reason:
+        metrics.throttled.labels(reason).inc()
+
+
+def count_store_error(store: str) -> None:
+    """Count a request refused because ``store`` (redis or database) was out of reach."""
+    metrics = _metrics()
+    if metrics is not None:
+        metrics.store_errors.labels(store).inc()
+
+
+def _start_clock() -> None:
+    g.metrics_started = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.pop("metrics_started", None)
+    if started is not None:
+        # Unrouted paths share one label, so a scanner cannot mint series.
+        endpoint = request.endpoint or "unrouted"
+        status = f"{response.status_code // 100}xx"
+        current_app.extensions[EXTENSION].latency.labels(endpoint, status).observe(time.perf_counter() - started)
+    return response
+
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    """Serve this process's metrics in the Prometheus text format."""
+    return Response(generate_latest(current_app.extensions[EXTENSION].registry), content_type=CONTENT_TYPE_LATEST)
+
+
+def init_app(app: Flask) -> None:
+    """Give the app its own registry (tests build many apps in one process), time requests, serve /metrics."""
+    app.extensions[EXTENSION] = Metrics()
+    app.before_request(_start_clock)
+    app.after_request(_observe)
+    app.register_blueprint(bp)
