@@ -57,6 +57,10 @@ class Config:
     # meets the OWASP Password Storage Cheat Sheet (scrypt N=2^15 r=8 p=3).
     SIGNIN_PASSWORD_METHOD = os.environ.get("SIGNIN_PASSWORD_METHOD", "scrypt:32768:8:3")
 
+    # No empty text/html answers to OPTIONS: it gets the JSON 405 like any
+    # method a route does not serve (there is no CORS here to pre-flight).
+    PROVIDE_AUTOMATIC_OPTIONS = False
+
     # Request bodies larger than this many bytes get 413.
     MAX_CONTENT_LENGTH = _int("SIGNIN_MAX_BODY_BYTES", 16384)
 

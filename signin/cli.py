@@ -115,7 +115,7 @@ def list_users() -> None:
     """List users, one a line: name, state, live sessions."""
     for user in db.session.scalars(db.select(User).order_by(User.id)):
         state = "active" if user.is_active else "disabled"
-        sessions = len(token_store().session_ids(user.id))
+        sessions = token_store().session_count(user.id)
         click.echo(f"{user.username}\t{state}\t{sessions} session(s)")
 
 

@@ -1,16 +1,20 @@
 """The token store: issue, resolve, rotate and revoke opaque tokens in Redis.
 
-Keys (``p`` is the configured prefix; a digest is the token's SHA-256, never
-the token itself):
+A token is ``<selector>.<verifier>``: the selector (128 random bits) names its
+session, the verifier (256 random bits) proves the token. Access and refresh
+token of a session share the selector and differ in verifier. Redis holds
+only SHA-256 digests:
 
-- ``p at:<digest>``: a live access token, the JSON of its ``Session``.
-- ``p rt:<digest>``: a refresh token; once spent it keeps its TTL and gains a
-  ``<ms>|`` prefix, which is how reuse is recognised.
-- ``p sess:<id>``: the session's current pair, ``"<refresh digest> <access
-  digest>"``; every change to it is one atomic single-key operation.
-- ``p user:<id>``: a sorted set of the user's session ids scored by expiry.
+- ``p s:<digest(selector)>``: the session, one JSON record holding who it
+  belongs to and the digests of its current access and refresh verifiers (and
+  of the refresh verifier before them, to recognise reuse). Its TTL is the
+  refresh token's; the access token's expiry is in the record.
+- ``p u:<user id>``: a sorted set of the user's session keys' digests, scored
+  by expiry, for signout-everywhere; expired entries are pruned on each write.
 
-No operation touches two keys at once, so all of this works on Redis Cluster.
+One key per session makes every change to it a single-key operation (a
+rotation is a compare-and-set), so the store is exact under concurrency and
+works on Redis Cluster; checking a token is one ``GET``.
 
 With ``min_replicas``, a new or rotated pair is handed out only once that many
 replicas hold it (Redis ``WAIT`` on the connection that wrote it), so a
@@ -21,64 +25,80 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from redis import Redis
 from redis.cluster import RedisCluster
 
-TOKEN_BYTES = 32
-SESSION_ID_BYTES = 16
-TOKEN_PATTERN = re.compile(r"[A-Za-z0-9_-]{43}")
+SELECTOR_BYTES = 16
+VERIFIER_BYTES = 32
+PUBLIC_ID_BYTES = 9
+TOKEN_PATTERN = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
 
-# Mark a live refresh token spent, keeping its TTL; return what it was.
-CONSUME_REFRESH = """
-local value = redis.call('GET', KEYS[1])
-if value and string.sub(value, 1, 1) == '[' then
-  redis.call('SET', KEYS[1], ARGV[1] .. value, 'KEEPTTL')
-end
-return value
-"""
-
-# Replace the session's pair only if it still holds this refresh digest.
-SWAP_PAIR = """
-local current = redis.call('GET', KEYS[1])
-if current and string.sub(current, 1, #ARGV[1]) == ARGV[1] then
-  redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-  return current
+# Replace a value only if it is still the one that was read.
+COMPARE_AND_SET = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 end
 return false
 """
 
 
-def digest(token: str) -> str:
-    """Return the SHA-256 digest of a token, as it appears in Redis keys."""
-    raw = hashlib.sha256(token.encode("ascii")).digest()
+def digest(value: str) -> str:
+    """Return the SHA-256 digest of a token part, as Redis holds it."""
+    raw = hashlib.sha256(value.encode("ascii")).digest()
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _split(token: str) -> tuple[str, str] | None:
+    match = TOKEN_PATTERN.fullmatch(token)
+    return (digest(match[1]), digest(match[2])) if match else None
 
 
 @dataclass(frozen=True)
 class Session:
-    """What a live token says about the session it belongs to."""
+    """A session as Redis holds it: whose it is, and the digests of its live tokens."""
 
-    session_id: str
+    ref: str  # digest of the selector: the session's key
+    public_id: str  # for logs; nothing can be done with it
     user_id: int
     username: str
     client_id: str
     scope: str
-    issued_at: int
-    expires_at: int
+    issued_at: int  # of the current access token
+    expires_at: int  # of the current access token
+    refresh_expires_at: int
+    access_digest: str
+    refresh_digest: str
+    previous_refresh_digest: str = ""
+    rotated_at_ms: int = 0
 
     def dump(self) -> str:
-        return json.dumps(astuple(self), separators=(",", ":"))
+        fields = (
+            self.public_id,
+            self.user_id,
+            self.username,
+            self.client_id,
+            self.scope,
+            self.issued_at,
+            self.expires_at,
+            self.refresh_expires_at,
+            self.access_digest,
+            self.refresh_digest,
+            self.previous_refresh_digest,
+            self.rotated_at_ms,
+        )
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
-    def load(cls, value: str) -> Session:
-        return cls(*json.loads(value))
+    def load(cls, ref: str, value: str) -> Session:
+        return cls(ref, *json.loads(value))
 
 
 @dataclass(frozen=True)
@@ -120,7 +140,7 @@ class TokenStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         if min_replicas and isinstance(redis, RedisCluster):
-            # WAIT covers one node's writes, and a session's keys span several nodes.
+            # WAIT covers one node's writes, and a user's index lives on another node.
             raise ValueError("min_replicas is not supported on Redis Cluster")
         if min_replicas and replica_timeout_ms <= 0:
             raise ValueError("replica_timeout_ms must be positive: WAIT 0 blocks forever")
@@ -132,202 +152,166 @@ class TokenStore:
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
-        self._consume = redis.register_script(CONSUME_REFRESH)
-        self._swap = redis.register_script(SWAP_PAIR)
 
     def issue(self, user_id: int, username: str, client_id: str, scope: str) -> IssuedTokens:
         """Start a new session for a user and return its first token pair."""
-        session_id = secrets.token_urlsafe(SESSION_ID_BYTES)
-        issued, access, refresh = self._new_pair(session_id, user_id, username, client_id, scope)
+        selector = secrets.token_urlsafe(SELECTOR_BYTES)
+        access, refresh = self._verifiers()
+        now = int(self.clock())
+        session = Session(
+            ref=digest(selector),
+            public_id=secrets.token_urlsafe(PUBLIC_ID_BYTES),
+            user_id=user_id,
+            username=username,
+            client_id=client_id,
+            scope=scope,
+            issued_at=now,
+            expires_at=now + self.access_ttl,
+            refresh_expires_at=now + self.refresh_ttl,
+            access_digest=digest(access),
+            refresh_digest=digest(refresh),
+        )
         with self.redis.pipeline(transaction=False) as pipe:
-            self._write_pair(pipe, issued, access, refresh)
-            pipe.set(self._session_key(session_id), f"{digest(refresh)} {digest(access)}", ex=self._session_ttl)
-            self._index(pipe, issued.session)
+            pipe.set(self._session_key(session.ref), session.dump(), ex=self._ttl(session))
+            self._index(pipe, session)
             self._wait(pipe)
             replicated = self._replicated(pipe.execute())
         if not replicated:
             # The client never sees these tokens, so they need not outlive the refusal.
-            self.revoke_session(issued.session)
+            self.revoke_session(session)
             raise NotReplicated()
-        return issued
+        return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", self.access_ttl, session)
 
     def resolve(self, access_token: str) -> Session | None:
         """Return the session of a live access token, in one round trip."""
-        if not TOKEN_PATTERN.fullmatch(access_token):
+        session, presented = self._find(access_token)
+        if session is None or not hmac.compare_digest(session.access_digest, presented):
             return None
-        value = self.redis.get(self._access_key(digest(access_token)))
-        return Session.load(value) if value else None
+        return session if session.expires_at > self.clock() else None
 
     def resolve_refresh(self, refresh_token: str) -> Session | None:
         """Return the session of a live, unspent refresh token."""
-        if not TOKEN_PATTERN.fullmatch(refresh_token):
+        session, presented = self._find(refresh_token)
+        if session is None or not hmac.compare_digest(session.refresh_digest, presented):
             return None
-        value = self.redis.get(self._refresh_key(digest(refresh_token)))
-        return Session.load(value) if value and value.startswith("[") else None
+        return session
 
     def rotate(self, refresh_token: str) -> IssuedTokens:
         """Exchange a refresh token, exactly once, for a new pair of the same session.
 
-        Raises ``RefreshRejected`` with reason ``unknown``, ``revoked``,
-        ``reused`` (within the grace: refused, session kept) or
-        ``reuse_detected`` (after it: the whole session revoked). Raises
+        Raises ``RefreshRejected`` with reason ``unknown``, ``reused`` (a spent
+        token within the grace, or a lost race: refused, session kept) or
+        ``reuse_detected`` (a spent token after the grace: session revoked);
         ``NotReplicated`` with the session put back as it was.
         """
-        if not TOKEN_PATTERN.fullmatch(refresh_token):
+        parts = _split(refresh_token)
+        value = self.redis.get(self._session_key(parts[0])) if parts else None
+        if parts is None or value is None:
             raise RefreshRejected("unknown")
-        old_refresh = digest(refresh_token)
-        now_ms = int(self.clock() * 1000)
-        value = self._consume(keys=[self._refresh_key(old_refresh)], args=[f"{now_ms}|"])
-        if value is None:
-            raise RefreshRejected("unknown")
-        if not value.startswith("["):
-            spent_ms, record = value.split("|", 1)
-            session = Session.load(record)
-            if now_ms - int(spent_ms) < self.reuse_grace * 1000:
-                raise RefreshRejected("reused", session)
-            self.revoke_session(session)
-            raise RefreshRejected("reuse_detected", session)
-        old = Session.load(value)
-        issued, access, refresh = self._new_pair(old.session_id, old.user_id, old.username, old.client_id, old.scope)
-        with self.redis.pipeline(transaction=False) as pipe:
-            self._write_pair(pipe, issued, access, refresh)
-            pipe.execute()
-        previous = self._swap(
-            keys=[self._session_key(old.session_id)],
-            args=[old_refresh, f"{digest(refresh)} {digest(access)}", self._session_ttl],
+        old = Session.load(parts[0], value)
+        presented, now_ms = parts[1], int(self.clock() * 1000)
+        if hmac.compare_digest(old.access_digest, presented):
+            raise RefreshRejected("unknown", old)  # a mix-up, not a theft
+        if not hmac.compare_digest(old.refresh_digest, presented):
+            spent = hmac.compare_digest(old.previous_refresh_digest, presented)
+            if spent and now_ms - old.rotated_at_ms < self.reuse_grace * 1000:
+                raise RefreshRejected("reused", old)
+            # A spent token after the grace, or an older one: assume theft.
+            self.revoke_session(old)
+            raise RefreshRejected("reuse_detected", old)
+        selector = refresh_token.split(".")[0]
+        access, refresh = self._verifiers()
+        now = now_ms // 1000
+        new = replace(
+            old,
+            issued_at=now,
+            expires_at=now + self.access_ttl,
+            refresh_expires_at=now + self.refresh_ttl,
+            access_digest=digest(access),
+            refresh_digest=digest(refresh),
+            previous_refresh_digest=old.refresh_digest,
+            rotated_at_ms=now_ms,
         )
-        if not previous:
-            # Revoked while we rotated: the new pair must not outlive it.
-            self._delete_pair(access, refresh)
-            raise RefreshRejected("revoked", old)
+        key, record = self._session_key(new.ref), new.dump()
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self._access_key(previous.split(" ")[1]))
-            self._index(pipe, issued.session)
+            pipe.eval(COMPARE_AND_SET, 1, key, value, record, self._ttl(new))
+            self._index(pipe, new)
             self._wait(pipe)
-            replicated = self._replicated(pipe.execute())
-        if not replicated:
-            self._unrotate(old, value, previous, access, refresh)
+            results = pipe.execute()
+        if not results[0]:
+            # Another request rotated or revoked this session first.
+            raise RefreshRejected("reused", old)
+        if not self._replicated(results):
+            # No client will see the new pair: the presented token works again.
+            self.redis.eval(COMPARE_AND_SET, 1, key, record, value, self._ttl(old))
             raise NotReplicated()
-        return issued
+        return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", self.access_ttl, new)
 
     def revoke_session(self, session: Session) -> None:
-        """Kill a session: its current access and refresh token stop working."""
-        pair = self.redis.getdel(self._session_key(session.session_id))
+        """Kill a session: its access and refresh token stop working at once."""
         with self.redis.pipeline(transaction=False) as pipe:
-            if pair:
-                refresh, access = pair.split(" ")
-                pipe.delete(self._access_key(access))
-                pipe.delete(self._refresh_key(refresh))
-            pipe.zrem(self._user_key(session.user_id), session.session_id)
+            pipe.delete(self._session_key(session.ref))
+            pipe.zrem(self._user_key(session.user_id), session.ref)
             pipe.execute()
 
-    def revoke_access(self, access_token: str) -> Session | None:
-        """Kill the session of an access token; return it, or None if not live."""
-        session = self.resolve(access_token)
-        if session is not None:
-            self.revoke_session(session)
-            self.redis.delete(self._access_key(digest(access_token)))
-        return session
-
     def revoke_token(self, token: str) -> Session | None:
-        """Kill the session any of its tokens (access, refresh, spent refresh) names."""
-        session = self.revoke_access(token)
-        if session is None and TOKEN_PATTERN.fullmatch(token):
-            value = self.redis.get(self._refresh_key(digest(token)))
-            if value:
-                session = Session.load(value[value.index("[") :])
-                self.revoke_session(session)
+        """Kill the session of a live access or refresh token, or of a spent refresh token."""
+        session, presented = self._find(token)
+        if session is None:
+            return None
+        known = (session.access_digest, session.refresh_digest, session.previous_refresh_digest)
+        if not any(hmac.compare_digest(presented, candidate) for candidate in known):
+            return None
+        self.revoke_session(session)
         return session
 
     def revoke_user(self, user_id: int) -> int:
         """Kill every session of one user; return how many were live."""
         user_key = self._user_key(user_id)
-        session_ids = self.redis.zrange(user_key, 0, -1)
-        if not session_ids:
+        refs = self.redis.zrange(user_key, 0, -1)
+        if not refs:
             return 0
         with self.redis.pipeline(transaction=False) as pipe:
-            for session_id in session_ids:
-                pipe.getdel(self._session_key(session_id))
-            pairs = pipe.execute()
-        with self.redis.pipeline(transaction=False) as pipe:
-            for pair in filter(None, pairs):
-                refresh, access = pair.split(" ")
-                pipe.delete(self._access_key(access))
-                pipe.delete(self._refresh_key(refresh))
-            # Only the ids we saw: a session added meanwhile stays findable.
-            pipe.zrem(user_key, *session_ids)
-            pipe.execute()
-        return sum(1 for pair in pairs if pair)
+            for ref in refs:
+                pipe.delete(self._session_key(ref))
+            # Only the refs we saw: a session added meanwhile stays findable.
+            pipe.zrem(user_key, *refs)
+            return sum(pipe.execute()[:-1])
 
-    def session_ids(self, user_id: int) -> list[str]:
-        """Return the ids of a user's sessions that have not expired."""
-        now = int(self.clock())
-        return self.redis.zrangebyscore(self._user_key(user_id), now + 1, "+inf")
+    def session_count(self, user_id: int) -> int:
+        """Return how many of a user's sessions have not expired."""
+        return self.redis.zcount(self._user_key(user_id), int(self.clock()) + 1, "+inf")
 
-    def keys(self, pattern: str = "*") -> Iterable[str]:
-        """Yield the store's keys matching a pattern (for operators and tests)."""
-        return self.redis.scan_iter(match=f"{self.prefix}{pattern}")
+    def _find(self, token: str) -> tuple[Session | None, str]:
+        """Return the session a token names, and the digest of the verifier it presents."""
+        parts = _split(token)
+        if parts is None:
+            return None, ""
+        value = self.redis.get(self._session_key(parts[0]))
+        return (Session.load(parts[0], value) if value else None), parts[1]
+
+    def _verifiers(self) -> tuple[str, str]:
+        return secrets.token_urlsafe(VERIFIER_BYTES), secrets.token_urlsafe(VERIFIER_BYTES)
+
+    def _ttl(self, session: Session) -> int:
+        return max(session.expires_at, session.refresh_expires_at) - session.issued_at
+
+    def _index(self, pipe: Redis, session: Session) -> None:
+        user_key = self._user_key(session.user_id)
+        pipe.zadd(user_key, {session.ref: session.issued_at + self._ttl(session)})
+        pipe.zremrangebyscore(user_key, "-inf", session.issued_at)
+        pipe.expire(user_key, max(self.access_ttl, self.refresh_ttl))
 
     def _wait(self, pipe: Redis) -> None:
-        # Last in the pipeline, after the EXPIRE that _index always replicates: the
-        # offset WAIT waits for then covers every earlier write of this request.
+        # Last in the pipeline: the offset WAIT waits for covers every write before it.
         if self.min_replicas:
             pipe.wait(self.min_replicas, self.replica_timeout_ms)
 
     def _replicated(self, results: list) -> bool:
         return not self.min_replicas or results[-1] >= self.min_replicas
 
-    def _unrotate(self, old: Session, record: str, previous: str, access: str, refresh: str) -> None:
-        """Undo a rotation whose new pair no client will see; the old refresh token works again."""
-        restored = self._swap(
-            keys=[self._session_key(old.session_id)],
-            args=[digest(refresh), previous, self._session_ttl],
-        )
-        if restored:
-            # XX: a refresh token revoked meanwhile stays gone.
-            self.redis.set(self._refresh_key(previous.split(" ")[0]), record, xx=True, keepttl=True)
-        self._delete_pair(access, refresh)
-
-    def _delete_pair(self, access: str, refresh: str) -> None:
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.delete(self._access_key(digest(access)))
-            pipe.delete(self._refresh_key(digest(refresh)))
-            pipe.execute()
-
-    @property
-    def _session_ttl(self) -> int:
-        return max(self.access_ttl, self.refresh_ttl)
-
-    def _new_pair(
-        self, session_id: str, user_id: int, username: str, client_id: str, scope: str
-    ) -> tuple[IssuedTokens, str, str]:
-        now = int(self.clock())
-        session = Session(session_id, user_id, username, client_id, scope, now, now + self.access_ttl)
-        access = secrets.token_urlsafe(TOKEN_BYTES)
-        refresh = secrets.token_urlsafe(TOKEN_BYTES)
-        return IssuedTokens(access, refresh, self.access_ttl, session), access, refresh
-
-    def _write_pair(self, pipe: Redis, issued: IssuedTokens, access: str, refresh: str) -> None:
-        session = issued.session
-        refresh_record = Session(*astuple(session)[:-1], expires_at=session.issued_at + self.refresh_ttl)
-        pipe.set(self._access_key(digest(access)), session.dump(), ex=self.access_ttl)
-        pipe.set(self._refresh_key(digest(refresh)), refresh_record.dump(), ex=self.refresh_ttl)
-
-    def _index(self, pipe: Redis, session: Session) -> None:
-        user_key = self._user_key(session.user_id)
-        expires = session.issued_at + self._session_ttl
-        pipe.zadd(user_key, {session.session_id: expires})
-        pipe.zremrangebyscore(user_key, "-inf", session.issued_at)
-        pipe.expire(user_key, self._session_ttl)
-
-    def _access_key(self, token_digest: str) -> str:
-        return f"{self.prefix}at:{token_digest}"
-
-    def _refresh_key(self, token_digest: str) -> str:
-        return f"{self.prefix}rt:{token_digest}"
-
-    def _session_key(self, session_id: str) -> str:
-        return f"{self.prefix}sess:{session_id}"
+    def _session_key(self, ref: str) -> str:
+        return f"{self.prefix}s:{ref}"
 
     def _user_key(self, user_id: int) -> str:
-        return f"{self.prefix}user:{user_id}"
+        return f"{self.prefix}u:{user_id}"

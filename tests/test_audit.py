@@ -126,6 +126,6 @@ def test_no_secret_reaches_any_log_line(app, client, accounts, alice, caplog):
     secrets = [PASSWORD, secret]
     for token in (first, second, third):
         for value in (token["access_token"], token["refresh_token"]):
-            secrets += [value, digest(value)]
+            secrets += [value, *(digest(part) for part in value.split("."))]
     for value in secrets:
         assert value not in text

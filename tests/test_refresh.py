@@ -78,6 +78,17 @@ def test_an_access_token_is_not_a_refresh_token(client, accounts, alice):
     response = client.post(REFRESH, json={"refresh_token": token["access_token"]})
 
     assert (response.status_code, response.get_json()) == (401, INVALID_GRANT)
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 200  # a mix-up revokes nothing
+
+
+def test_a_forged_verifier_for_a_known_session_revokes_it(client, accounts, alice):
+    token = accounts.signin()
+    forged = token["refresh_token"].split(".")[0] + "." + "A" * 43
+
+    response = client.post(REFRESH, json={"refresh_token": forged})
+
+    assert (response.status_code, response.get_json()) == (401, INVALID_GRANT)
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
 
 
 @pytest.mark.parametrize(
@@ -163,11 +174,16 @@ def test_the_default_grace_is_ten_seconds(app):
         assert token_store().reuse_grace == 10
 
 
-def test_spent_refresh_tokens_keep_their_ttl(client, accounts, alice, redis, prefix):
+def test_rotation_restarts_the_session_ttl_and_keeps_only_digests(client, accounts, alice, redis, prefix):
     old = accounts.signin()
-    key = f"{prefix}rt:{digest(old['refresh_token'])}"
+    selector, old_verifier = old["refresh_token"].split(".")
+    key = f"{prefix}s:{digest(selector)}"
+    redis.expire(key, 1000)
 
-    client.post(REFRESH, json={"refresh_token": old["refresh_token"]})
+    new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]
 
-    assert 0 < redis.ttl(key) <= 604800
-    assert old["refresh_token"] not in redis.get(key)
+    assert 604790 < redis.ttl(key) <= 604800
+    record = redis.get(key)
+    assert digest(old_verifier) in record  # kept to recognise reuse
+    for secret in (selector, old_verifier, new["refresh_token"].split(".")[1], new["access_token"].split(".")[1]):
+        assert secret not in record

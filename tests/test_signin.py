@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -11,6 +12,8 @@ from signin.passwords import hash_password
 from signin.tokens import digest
 from tests.conftest import PASSWORD, SIGNIN
 
+# A selector naming the session (128 bits) and a verifier proving the token (256 bits).
+TOKEN = re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")
 INVALID_GRANT = {
     "error": "invalid_grant",
     "error_description": "The credentials or refresh token are invalid, expired or revoked.",
@@ -28,7 +31,7 @@ def test_signin_returns_the_seed_shape(client, alice):
     assert token["token_type"] == "Bearer"
     assert token["client_id"] == "signin"
     assert token["scope"] == "read write"
-    assert len(token["access_token"]) == len(token["refresh_token"]) == 43
+    assert TOKEN.fullmatch(token["access_token"]) and TOKEN.fullmatch(token["refresh_token"])
     assert token["access_token"] != token["refresh_token"]
     assert response.headers["Content-Type"] == "application/json"
     assert response.headers["Cache-Control"] == "no-store"
@@ -183,7 +186,7 @@ def test_a_body_over_the_limit_is_413(client):
     }
 
 
-@pytest.mark.parametrize("method", ["get", "put", "delete", "patch"])
+@pytest.mark.parametrize("method", ["get", "put", "delete", "patch", "options"])
 def test_other_methods_are_405(client, method):
     response = getattr(client, method)(SIGNIN)
 
@@ -237,23 +240,28 @@ def test_a_configured_client_can_be_asked_for(settings, accounts):
 
 def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
     token = accounts.signin()
+    selector, access_verifier = token["access_token"].split(".")
+    refresh_verifier = token["refresh_token"].split(".")[1]
 
     keys = sorted(redis.scan_iter(match=prefix + "*"))
-    assert f"{prefix}at:{digest(token['access_token'])}" in keys
-    assert f"{prefix}rt:{digest(token['refresh_token'])}" in keys
+    session_key = f"{prefix}s:{digest(selector)}"
+    assert session_key in keys
+    assert f"{prefix}u:{alice}" in keys
+    record = redis.get(session_key)
+    assert digest(access_verifier) in record and digest(refresh_verifier) in record
     for key in keys:
         ceiling = 30 * 86400 if key.startswith(prefix + "known:") else 604800
         assert 0 < redis.ttl(key) <= ceiling
         stored = key + (redis.get(key) if redis.type(key) == "string" else " ".join(redis.zrange(key, 0, -1)))
-        assert token["access_token"] not in stored
-        assert token["refresh_token"] not in stored
-        assert PASSWORD not in stored
+        for secret in (selector, access_verifier, refresh_verifier, PASSWORD):
+            assert secret not in stored
 
 
 def test_ttls_follow_configuration(settings, accounts):
     settings["SIGNIN_ACCESS_TOKEN_TTL"] = 900
     settings["SIGNIN_REFRESH_TOKEN_TTL"] = 3600
     from signin import create_app
+    from signin.auth import token_store
 
     app = create_app(settings)
     with app.app_context():
@@ -267,8 +275,14 @@ def test_ttls_follow_configuration(settings, accounts):
     prefix = settings["SIGNIN_REDIS_PREFIX"]
 
     assert token["expires_in"] == "900"
-    assert 890 < redis.ttl(f"{prefix}at:{digest(token['access_token'])}") <= 900
-    assert 3590 < redis.ttl(f"{prefix}rt:{digest(token['refresh_token'])}") <= 3600
+    assert 3590 < redis.ttl(f"{prefix}s:{digest(token['access_token'].split('.')[0])}") <= 3600
+    with app.app_context():
+        store = token_store()
+        session = store.resolve(token["access_token"])
+        assert session.expires_at - session.issued_at == 900
+        store.clock = lambda: session.issued_at + 901  # the access token has expired, the refresh token not
+        assert store.resolve(token["access_token"]) is None
+        assert store.resolve_refresh(token["refresh_token"]) is not None
 
 
 def test_an_old_method_hash_is_replaced_on_signin(app, client, alice):

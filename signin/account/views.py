@@ -64,7 +64,7 @@ def signin() -> dict:
         raise InvalidGrant() from None
     issued = token_store().issue(user.id, user.username, client_id, scope)
     remember_address(user.username)
-    audit.record("signin", "success", username=user.username, client_id=client_id, session=issued.session.session_id)
+    audit.record("signin", "success", username=user.username, client_id=client_id, session=issued.session.public_id)
     return token_response(issued)
 
 
@@ -84,12 +84,12 @@ def refresh() -> dict:
             reason=rejected.reason,
             username=session and session.username,
             client_id=session and session.client_id,
-            session=session and session.session_id,
+            session=session and session.public_id,
         )
         raise InvalidGrant() from None
     session = issued.session
     audit.record(
-        "refresh", "success", username=session.username, client_id=session.client_id, session=session.session_id
+        "refresh", "success", username=session.username, client_id=session.client_id, session=session.public_id
     )
     return token_response(issued)
 
@@ -103,13 +103,14 @@ def signout() -> Response:
     if data["everywhere"]:
         ended = token_store().revoke_user(session.user_id)
     else:
-        ended = int(token_store().revoke_access(g.access_token) is not None)
+        token_store().revoke_session(session)
+        ended = 1
     audit.record(
         "signout",
         "success",
         username=session.username,
         client_id=session.client_id,
-        session=session.session_id,
+        session=session.public_id,
         everywhere=data["everywhere"],
         sessions_ended=ended,
     )
@@ -164,7 +165,7 @@ def revoke() -> dict:
         "success" if session else "no_such_token",
         username=session and session.username,
         client_id=session and session.client_id,
-        session=session and session.session_id,
+        session=session and session.public_id,
         service=g.service,
     )
     return {}
