@@ -10,31 +10,29 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 
 from config import Config
-from signin.tokens import IssuedTokens, TokenStore, digest
+from signin.tokens import IssuedTokens, TokenStore
 
 ISSUE_THREADS = 8
 FILL_BATCH = 20_000
 # Fake users of bulk sessions get ids from here up, far from real users' ids.
 FAKE_USER_BASE = 10_000_000
 
-# Write ARGV[2] sessions numbered from ARGV[1], in TokenStore's key layout and
-# value sizes: at:/rt:<43-char digest> JSON records, sess:<22-char id> pair,
-# user:<id> sorted set. Bench only: it writes keys it was not passed, which
-# Redis Cluster would refuse.
+# Write ARGV[3] sessions numbered from ARGV[2], in TokenStore's key layout and
+# value sizes: s:<43-char digest> JSON record, u:<id> sorted set. Bench only:
+# it writes keys it was not passed, which Redis Cluster would refuse.
 FILL = """
 local prefix, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local per_user, now, ttl, base = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 for i = first, first + count - 1 do
   local user = base + math.floor(i / per_user)
-  local sid = string.sub(redis.sha1hex('s' .. i), 1, 22)
+  local ref = redis.sha1hex('s' .. i) .. 'bnc'
   local at = redis.sha1hex('a' .. i) .. 'bnc'
   local rt = redis.sha1hex('r' .. i) .. 'bnc'
-  local record = string.format('["%s",%d,"user%d","signin","read write",%d,', sid, user, user, now)
-  redis.call('SET', prefix .. 'at:' .. at, record .. (now + ttl) .. ']', 'EX', ttl)
-  redis.call('SET', prefix .. 'rt:' .. rt, record .. (now + ttl) .. ']', 'EX', ttl)
-  redis.call('SET', prefix .. 'sess:' .. sid, rt .. ' ' .. at, 'EX', ttl)
-  redis.call('ZADD', prefix .. 'user:' .. user, now + ttl, sid)
-  redis.call('EXPIRE', prefix .. 'user:' .. user, ttl)
+  local record = string.format('["%s",%d,"user%d","signin","read write",%d,%d,%d,"%s","%s","",0]',
+    string.sub(ref, 1, 12), user, user, now, now + ttl, now + ttl, at, rt)
+  redis.call('SET', prefix .. 's:' .. ref, record, 'EX', ttl)
+  redis.call('ZADD', prefix .. 'u:' .. user, now + ttl, ref)
+  redis.call('EXPIRE', prefix .. 'u:' .. user, ttl)
 end
 return count
 """
@@ -86,14 +84,10 @@ def fill(client: redis.Redis, total: int, per_user: int, already: int = 0) -> fl
 def payload_bytes(client: redis.Redis, issued: IssuedTokens, per_user: int) -> int:
     """Return the bytes of key names and values one session stores: the floor any layout must pay."""
     prefix = Config.SIGNIN_REDIS_PREFIX
-    keys = [
-        f"{prefix}at:{digest(issued.access_token)}",
-        f"{prefix}rt:{digest(issued.refresh_token)}",
-        f"{prefix}sess:{issued.session.session_id}",
-    ]
-    strings = sum(len(key) + client.strlen(key) for key in keys)
-    user_key = f"{prefix}user:{issued.session.user_id}"
-    return strings + len(issued.session.session_id) + 8 + len(user_key) // per_user  # 8: the score
+    session_key = f"{prefix}s:{issued.session.ref}"
+    user_key = f"{prefix}u:{issued.session.user_id}"
+    strings = len(session_key) + client.strlen(session_key)
+    return strings + len(issued.session.ref) + 8 + len(user_key) // per_user  # 8: the score
 
 
 def memory_per_session(client: redis.Redis, store: TokenStore, count: int, per_user: int) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
 
 from flask import Blueprint, Response, g
 
@@ -122,7 +122,7 @@ def signout() -> Response:
 def me() -> dict:
     """Describe the bearer's session, from the token record alone."""
     session: Session = g.session
-    expires_at = datetime.fromtimestamp(session.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    expires_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session.expires_at))
     return {
         "username": session.username,
         "client_id": session.client_id,
