@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint
 from marshmallow import Schema, fields, validate
+from redis.exceptions import RedisClusterException
 from sqlalchemy import text
 
 from signin.account.schemas import ErrorSchema
@@ -48,7 +49,7 @@ def readyz() -> dict | tuple[dict, int, dict[str, str]]:
         checks["database"] = "unavailable"
     try:
         redis_client.client.ping()
-    except REDIS_OUTAGES:
+    except (*REDIS_OUTAGES, RedisClusterException):  # the latter: no cluster node answers
         checks["redis"] = "unavailable"
     failed = [name for name, state in checks.items() if state != "ok"]
     if not failed:

@@ -234,7 +234,8 @@ class TokenStore:
         )
         key, record = self._session_key(new.ref), new.dump()
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.eval(COMPARE_AND_SET, 1, key, value, record, self._ttl(new))
+            # Not pipe.eval(): Redis Cluster's pipeline has no such method.
+            pipe.execute_command("EVAL", COMPARE_AND_SET, 1, key, value, record, self._ttl(new))
             self._index(pipe, new)
             self._wait(pipe)
             results = pipe.execute()

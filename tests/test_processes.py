@@ -1,0 +1,142 @@
+"""Two ``signin serve`` processes on one Redis and one database: any token works on either."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FAST_METHOD, PASSWORD, SIGNIN, close_client, direct_client
+from tests.servers import HOST, free_port
+
+SIGNIN_COMMAND = str(Path(sys.executable).with_name("signin"))
+ME = "/api/v2/account/me/"
+REFRESH = "/api/v2/account/refresh/"
+SIGNOUT = "/api/v2/account/signout/"
+STARTUP_DEADLINE = 30.0
+
+
+def call(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+    """Send one HTTP request to 127.0.0.1:port; return the status and the JSON body (or {})."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        connection.request(method, path, body=json.dumps(body or {}), headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    return response.status, json.loads(data) if data else {}
+
+
+def wait_until_serving(process: subprocess.Popen, port: int, log: Path) -> None:
+    deadline = time.monotonic() + STARTUP_DEADLINE
+    while True:
+        assert process.poll() is None, f"signin serve exited with code {process.returncode}:\n{log.read_text()}"
+        try:
+            if call(port, "GET", "/healthz")[0] == 200:
+                return
+        except OSError:
+            pass
+        assert time.monotonic() < deadline, f"signin serve on port {port} did not answer /healthz"
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def ports(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """Start two servers sharing a fresh SQLite file and the session's Redis; stop them afterwards."""
+    prefix = f"test:{uuid.uuid4().hex}:"
+    directory = tmp_path_factory.mktemp("processes")
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{directory}/signin.db",
+        "REDIS_URL": redis_url,
+        "SIGNIN_REDIS_PREFIX": prefix,
+        "SIGNIN_PASSWORD_METHOD": FAST_METHOD,
+        "RATELIMIT_ENABLED": "false",
+    }
+    subprocess.run([SIGNIN_COMMAND, "init-db"], env=env, check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [SIGNIN_COMMAND, "users", "create", "alice", "--password-stdin"],
+        env=env,
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    processes: list[subprocess.Popen] = []
+    try:
+        ports = (free_port(), free_port())
+        logs = [directory / f"serve-{port}.log" for port in ports]
+        for port, log in zip(ports, logs, strict=True):
+            command = [SIGNIN_COMMAND, "serve", "--port", str(port), "--threads", "4"]
+            with log.open("wb") as output:
+                processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT))
+        for process, port, log in zip(processes, ports, logs, strict=True):
+            wait_until_serving(process, port, log)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(10)
+        redis = direct_client(redis_url)
+        for key in redis.scan_iter(match=prefix + "*"):
+            redis.delete(key)
+        close_client(redis)
+
+
+def signin(port: int) -> dict:
+    status, body = call(port, "POST", SIGNIN, {"username": "alice", "password": PASSWORD})
+    assert status == 200, body
+    return body["token"]
+
+
+def test_a_token_from_one_process_works_on_the_other(ports):
+    one, other = ports
+    token = signin(one)
+
+    status, me = call(other, "GET", ME, token=token["access_token"])
+
+    assert status == 200
+    assert me["username"] == "alice"
+
+
+def test_a_refresh_on_one_process_is_honoured_on_the_other(ports):
+    one, other = ports
+    token = signin(one)
+
+    status, body = call(one, "POST", REFRESH, {"refresh_token": token["refresh_token"]})
+    assert status == 200
+    fresh = body["token"]
+
+    assert call(other, "GET", ME, token=fresh["access_token"])[0] == 200
+    assert call(other, "GET", ME, token=token["access_token"])[0] == 401
+    assert call(other, "POST", REFRESH, {"refresh_token": token["refresh_token"]})[0] == 401
+    assert call(other, "POST", REFRESH, {"refresh_token": fresh["refresh_token"]})[0] == 200
+
+
+def test_a_signout_on_one_process_ends_the_session_on_the_other(ports):
+    one, other = ports
+    token, elsewhere = signin(one), signin(other)
+
+    assert call(one, "POST", SIGNOUT, {"everywhere": True}, token=token["access_token"])[0] == 204
+
+    assert call(other, "GET", ME, token=token["access_token"])[0] == 401
+    assert call(other, "GET", ME, token=elsewhere["access_token"])[0] == 401
+    assert call(other, "POST", REFRESH, {"refresh_token": elsewhere["refresh_token"]})[0] == 401
