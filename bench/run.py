@@ -19,17 +19,19 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import psutil
-from werkzeug.security import check_password_hash, generate_password_hash
 
 from bench import ceilings, enumeration, machine, report, servers, sessions
 from bench.load import LoadResult, Request, find_wrk, run_load, run_python, run_wrk
 from bench.report import Figure, judged
 from config import Config
+from signin.passwords import hash_password, verify_password
 
 RESULTS = Path(__file__).with_name("results")
 API = "/api/v2/account"
 # waitress threads for every server, signin serve's default; and connections per throughput run.
 THREADS = 8
+# The opt-in method, with OWASP's parameters (m=19456 KiB, t=2, p=1).
+ARGON2ID = "argon2id"
 CONNECTIONS = 8
 CONCURRENCY = (1, 2, 4, 8)
 # Bulk sessions are spread over users, this many each.
@@ -106,11 +108,11 @@ class Bench:
     def hash_ceiling(self) -> None:
         """Time one password check with the configured method: cores ÷ that is the most sign-ins/s."""
         print(f"== password hash ceiling ({self.method})", flush=True)
-        hashed = generate_password_hash("bench password", method=self.method)
+        hashed = hash_password("bench password", self.method)
 
         def check(_: object = None) -> float:
             started = time.perf_counter()
-            check_password_hash(hashed, "wrong password")
+            verify_password(hashed, "wrong password")
             return time.perf_counter() - started
 
         self.hash_seconds = statistics.median(check() for _ in range(self.plan.hash_samples))
@@ -183,6 +185,40 @@ class Bench:
         budget = THREADS * per_hash
         ceiling = f"{THREADS} threads x {per_hash / mib:.0f} MiB scrypt = {budget / mib:.0f} MiB"
         self.add(judged("signin RSS growth under sign-in load", measured, ceiling, growth / budget, high=1.1))
+
+    def methods(self) -> None:
+        """Sign-ins per core with the default method and with opt-in argon2id, side by side."""
+        print("== sign-ins per core, by password method", flush=True)
+        self.data["methods"] = {}
+        for method in (self.method, ARGON2ID):
+            hashed = hash_password("bench password", method)
+            started = time.perf_counter()
+            for _ in range(self.plan.hash_samples):
+                verify_password(hashed, "wrong password")
+            check = (time.perf_counter() - started) / self.plan.hash_samples
+            workdir = self.workdir / method.replace(":", "-")
+            workdir.mkdir()
+            with servers.signin_server(workdir, self.redis.url, THREADS, method) as server:
+                body = {"username": server.username, "password": server.password}
+                request = Request.json(f"{API}/signin/", body)
+                result = run_python(
+                    server.port, lambda request=request: request, 2 * self.cores, self.plan.signin_seconds
+                )
+            per_core, ceiling = result.rps / self.cores, 1 / check
+            self.data["methods"][method] = {
+                "check_seconds": check,
+                "signins_per_second": result.rps,
+                "per_core": per_core,
+            }
+            self.add(
+                Figure(
+                    f"sign-ins per core, {method}",
+                    f"{per_core:.2f}/s per core ({result.rps:.1f}/s on {self.cores} cores; check {check * 1e3:.1f} ms)",
+                    f"1 / check = {ceiling:.2f}/s per core",
+                    per_core / ceiling,
+                    tool="python",
+                )
+            )
 
     def throughput(self, name: str, result: LoadResult, ceiling: float, ceiling_text: str, low: float) -> Figure:
         """Return a figure for requests/s against a ceiling; any failed request makes it a MISS."""
@@ -406,6 +442,7 @@ def main() -> None:
         for phase in (
             bench.hash_ceiling,
             bench.signin_load,
+            bench.methods,
             bench.enumeration,
             bench.ceilings,
             bench.endpoints,

@@ -196,7 +196,7 @@ class SigninServer:
 
 
 @contextlib.contextmanager
-def signin_server(workdir: Path, redis_url: str, threads: int) -> Iterator[SigninServer]:
+def signin_server(workdir: Path, redis_url: str, threads: int, method: str | None = None) -> Iterator[SigninServer]:
     """Create the database and a user, then run ``signin serve`` until the block ends."""
     env = dict(os.environ)
     env.update(
@@ -205,6 +205,8 @@ def signin_server(workdir: Path, redis_url: str, threads: int) -> Iterator[Signi
         RATELIMIT_ENABLED="false",
         PYTHONUNBUFFERED="1",
     )
+    if method:
+        env["SIGNIN_PASSWORD_METHOD"] = method
     server = SigninServer(free_port(), env, "bench", secrets.token_urlsafe(18))
     server.cli("init-db")
     server.cli("users", "create", server.username, "--password-stdin", stdin=server.password + "\n")
