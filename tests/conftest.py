@@ -33,6 +33,17 @@ from tests.servers import RedisCluster
 FAST_METHOD = "pbkdf2:sha256:1000"
 PASSWORD = "correct horse battery staple"
 SIGNIN = "/api/v2/account/signin/"
+UNAVAILABLE = {
+    "error": "temporarily_unavailable",
+    "error_description": "The service is temporarily unavailable; try again shortly.",
+}
+
+
+def assert_unavailable(response) -> None:
+    """Check a store outage's answer: 503, the contract's body, Retry-After."""
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+    assert response.headers["Retry-After"] == "1"
 
 
 @pytest.fixture(scope="session")

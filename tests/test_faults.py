@@ -6,14 +6,10 @@ import pytest
 
 from signin import create_app
 from signin.extensions import db
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, Accounts, assert_unavailable
 from tests.servers import RedisServer, free_port
 
 ME = "/api/v2/account/me/"
-UNAVAILABLE = {
-    "error": "temporarily_unavailable",
-    "error_description": "The service is temporarily unavailable; try again shortly.",
-}
 
 
 @pytest.fixture
@@ -30,12 +26,6 @@ def app(settings, redis_server):  # overrides conftest's: a Redis this test may 
     yield app
     with app.app_context():
         db.drop_all()
-
-
-def assert_unavailable(response):
-    assert response.status_code == 503
-    assert response.get_json() == UNAVAILABLE
-    assert response.headers["Retry-After"] == "1"
 
 
 def test_redis_down_is_503_and_recovers_by_itself(client, accounts, alice, redis_server):

@@ -8,17 +8,13 @@ from sqlalchemy import text
 
 from signin import create_app
 from signin.extensions import db
-from tests.conftest import PASSWORD, SIGNIN
+from tests.conftest import PASSWORD, SIGNIN, assert_unavailable
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.skipif(not PostgresServer.available(), reason="PostgreSQL binaries not found")
 
 ME = "/api/v2/account/me/"
 ALICE = {"username": "alice", "password": PASSWORD}
-UNAVAILABLE = {
-    "error": "temporarily_unavailable",
-    "error_description": "The service is temporarily unavailable; try again shortly.",
-}
 
 
 @pytest.fixture
@@ -35,11 +31,6 @@ def app(settings, postgres):  # overrides conftest's: a database this test may s
     yield app
     with app.app_context():
         db.engine.dispose()
-
-
-def assert_unavailable(response):
-    assert response.status_code == 503
-    assert response.get_json() == UNAVAILABLE
 
 
 def test_postgres_down_is_503_while_tokens_keep_working_and_heals_by_itself(client, accounts, alice, postgres):

@@ -13,16 +13,12 @@ import pytest
 from signin import create_app
 from signin.auth import token_store
 from signin.extensions import db
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts
 from tests.servers import RedisSentinelSetup
 
 ME = "/api/v2/account/me/"
 REFRESH = "/api/v2/account/refresh/"
 ALICE = {"username": "alice", "password": PASSWORD}
-UNAVAILABLE = {
-    "error": "temporarily_unavailable",
-    "error_description": "The service is temporarily unavailable; try again shortly.",
-}
 DEADLINE = 30.0
 
 
