@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import uuid
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -110,6 +110,19 @@ def app(settings: dict[str, Any]) -> Iterator[Flask]:
     for key in redis.scan_iter(match=settings["SIGNIN_REDIS_PREFIX"] + "*"):
         redis.delete(key)
     close_client(redis)
+
+
+@pytest.fixture
+def make_app(settings: dict[str, Any]) -> Callable[[Mapping[str, Any] | None], Flask]:
+    """Build another app from ``settings`` with some of them changed, its tables created."""
+
+    def make(overrides: Mapping[str, Any] | None = None) -> Flask:
+        app = create_app({**settings, **(overrides or {})})
+        with app.app_context():
+            db.create_all()
+        return app
+
+    return make
 
 
 @pytest.fixture

@@ -184,7 +184,29 @@ class _Resources:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-class _ServerProcess:
+class _Started:
+    """Start on entering a with-block, close on leaving it."""
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class _ServerProcess(_Started):
     """A server process on 127.0.0.1:port that owns a temp dir kept across restarts."""
 
     name = "server"
@@ -199,18 +221,6 @@ class _ServerProcess:
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
         return f"<{type(self).__name__} {HOST}:{self.port} {state}>"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def directory(self) -> Path:
@@ -378,7 +388,7 @@ class RedisServer(_ServerProcess):
             return False
 
 
-class RedisCluster:
+class RedisCluster(_Started):
     """A Redis Cluster of masters only (3 by default) on free 127.0.0.1 ports."""
 
     def __init__(
@@ -404,18 +414,6 @@ class RedisCluster:
 
     def __repr__(self) -> str:
         return f"<RedisCluster {self.ports}>"
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def ports(self) -> list[int]:
@@ -522,7 +520,7 @@ class RedisCluster:
         return info.get("cluster_state") == "ok" and str(info.get("cluster_known_nodes")) == str(len(self.nodes))
 
 
-class RedisSentinelSetup:
+class RedisSentinelSetup(_Started):
     """A primary, one replica and three sentinels monitoring them.
 
     ``url`` has the format our app parses for Sentinel:
@@ -559,18 +557,6 @@ class RedisSentinelSetup:
             f"<RedisSentinelSetup primary={self.primary.port} "
             f"replica={self.replica.port} sentinels={self.sentinel_ports}>"
         )
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def sentinel_ports(self) -> list[int]:

@@ -8,8 +8,6 @@ import logging
 
 import pytest
 
-from signin import create_app
-from signin.extensions import db
 from signin.tokens import digest
 from tests.conftest import PASSWORD, SIGNIN, Accounts
 
@@ -76,10 +74,8 @@ def test_the_request_id_is_returned_or_made(client):
     assert forged.headers["X-Request-ID"] != 'x" "event":"signin'
 
 
-def test_reuse_detection_is_its_own_event(settings, audit_lines):
-    app = create_app({**settings, "SIGNIN_REFRESH_REUSE_GRACE": 0})
-    with app.app_context():
-        db.create_all()
+def test_reuse_detection_is_its_own_event(make_app, audit_lines):
+    app = make_app({"SIGNIN_REFRESH_REUSE_GRACE": 0})
     helper = Accounts(app, app.test_client())
     helper.create("bob")
     token = helper.signin("bob")
@@ -95,10 +91,8 @@ def test_reuse_detection_is_its_own_event(settings, audit_lines):
     ]
 
 
-def test_throttling_is_logged(settings, audit_lines):
-    app = create_app({**settings, "RATELIMIT_ENABLED": True, "SIGNIN_LIMIT_SIGNIN_PER_ADDRESS": "1 per minute"})
-    with app.app_context():
-        db.create_all()
+def test_throttling_is_logged(make_app, audit_lines):
+    app = make_app({"RATELIMIT_ENABLED": True, "SIGNIN_LIMIT_SIGNIN_PER_ADDRESS": "1 per minute"})
     client = app.test_client()
     client.post(SIGNIN, json={"username": "zed", "password": "x"})
     client.post(SIGNIN, json={"username": "zed", "password": "x"})

@@ -45,10 +45,8 @@ def test_redis_down_is_503_and_recovers_by_itself(client, accounts, alice, redis
     assert client.get("/readyz").status_code == 200
 
 
-def test_redis_down_with_throttling_on_is_503(settings, redis_server):
-    app = create_app({**settings, "REDIS_URL": redis_server.url, "RATELIMIT_ENABLED": True})
-    with app.app_context():
-        db.create_all()
+def test_redis_down_with_throttling_on_is_503(make_app, redis_server):
+    app = make_app({"REDIS_URL": redis_server.url, "RATELIMIT_ENABLED": True})
     Accounts(app, app.test_client()).create("alice")
     redis_server.stop()
 

@@ -6,7 +6,6 @@ import threading
 
 import pytest
 
-from signin import create_app
 from signin.tokens import digest
 from tests.conftest import Accounts
 
@@ -126,17 +125,8 @@ def test_eight_threads_racing_one_refresh_token_win_once(app, accounts, alice):
     assert sorted(statuses) == [200] + [401] * 7
 
 
-def _app_with_grace(settings: dict, grace: int):
-    app = create_app({**settings, "SIGNIN_REFRESH_REUSE_GRACE": grace})
-    with app.app_context():
-        from signin.extensions import db
-
-        db.create_all()
-    return app
-
-
-def test_reuse_within_the_grace_is_refused_without_revoking(settings, accounts):
-    app = _app_with_grace(settings, 3600)
+def test_reuse_within_the_grace_is_refused_without_revoking(make_app):
+    app = make_app({"SIGNIN_REFRESH_REUSE_GRACE": 3600})
     helper = Accounts(app, app.test_client())
     helper.create("bob")
     old = helper.signin("bob")
@@ -150,8 +140,8 @@ def test_reuse_within_the_grace_is_refused_without_revoking(settings, accounts):
     assert client.post(REFRESH, json={"refresh_token": new["refresh_token"]}).status_code == 200
 
 
-def test_reuse_after_the_grace_revokes_the_whole_session(settings, accounts):
-    app = _app_with_grace(settings, 0)
+def test_reuse_after_the_grace_revokes_the_whole_session(make_app):
+    app = make_app({"SIGNIN_REFRESH_REUSE_GRACE": 0})
     helper = Accounts(app, app.test_client())
     helper.create("bob")
     old = helper.signin("bob")

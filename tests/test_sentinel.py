@@ -89,11 +89,9 @@ def test_without_a_replica_nothing_is_handed_out_and_refresh_can_be_retried(app,
     assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
 
 
-def test_throttling_works_through_the_sentinels(settings, sentinel):
+def test_throttling_works_through_the_sentinels(make_app, sentinel):
     limited = {"RATELIMIT_ENABLED": True, "SIGNIN_LIMIT_SIGNIN_PER_ADDRESS": "2 per minute"}
-    app = create_app({**settings, "REDIS_URL": sentinel.url, **limited})
-    with app.app_context():
-        db.create_all()
+    app = make_app({"REDIS_URL": sentinel.url, **limited})
     accounts = Accounts(app, app.test_client())
     accounts.create("alice")
 

@@ -204,13 +204,10 @@ def test_a_verified_service_is_remembered_without_a_query(app, client, service):
         event.remove(engine, "before_cursor_execute", record)
 
 
-def test_a_remembered_service_expires(settings):
-    from signin import create_app
+def test_a_remembered_service_expires(make_app):
     from signin.extensions import db
 
-    app = create_app({**settings, "SIGNIN_SERVICE_CACHE_SECONDS": 0})
-    with app.app_context():
-        db.create_all()
+    app = make_app({"SIGNIN_SERVICE_CACHE_SECONDS": 0})
     secret = app.test_cli_runner().invoke(args=["services", "add", "ops"]).output.strip().splitlines()[-1]
     client = app.test_client()
     assert client.post(INTROSPECT, headers=basic("ops", secret), json={"token": "x"}).status_code == 200

@@ -10,7 +10,7 @@ import pytest
 from signin.models import User
 from signin.passwords import hash_password
 from signin.tokens import digest
-from tests.conftest import PASSWORD, SIGNIN
+from tests.conftest import PASSWORD, SIGNIN, Accounts
 
 # A selector naming the session (128 bits) and a verifier proving the token (256 bits).
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")
@@ -220,16 +220,9 @@ def test_a_scope_outside_the_allowed_is_400_invalid_scope(client, alice):
     }
 
 
-def test_a_configured_client_can_be_asked_for(settings, accounts):
-    settings["SIGNIN_CLIENTS"] = ["web", "cli"]
-    from signin import create_app
-
-    app = create_app(settings)
-    with app.app_context():
-        from signin.extensions import db
-
-        db.create_all()
-    type(accounts)(app, app.test_client()).create("bob")
+def test_a_configured_client_can_be_asked_for(make_app):
+    app = make_app({"SIGNIN_CLIENTS": ["web", "cli"]})
+    Accounts(app, app.test_client()).create("bob")
 
     body = {"username": "bob", "password": PASSWORD}
     default = app.test_client().post(SIGNIN, json=body).get_json()["token"]
@@ -257,18 +250,11 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
             assert secret not in stored
 
 
-def test_ttls_follow_configuration(settings, accounts):
-    settings["SIGNIN_ACCESS_TOKEN_TTL"] = 900
-    settings["SIGNIN_REFRESH_TOKEN_TTL"] = 3600
-    from signin import create_app
+def test_ttls_follow_configuration(make_app, settings):
     from signin.auth import token_store
 
-    app = create_app(settings)
-    with app.app_context():
-        from signin.extensions import db
-
-        db.create_all()
-    helper = type(accounts)(app, app.test_client())
+    app = make_app({"SIGNIN_ACCESS_TOKEN_TTL": 900, "SIGNIN_REFRESH_TOKEN_TTL": 3600})
+    helper = Accounts(app, app.test_client())
     helper.create("carol")
     token = helper.signin("carol")
     redis = app.extensions["redis"].client

@@ -7,12 +7,18 @@ import time
 
 import pytest
 
-from signin import create_app
-from signin.extensions import db
 from tests.conftest import PASSWORD, SIGNIN, Accounts
 
 REFRESH = "/api/v2/account/refresh/"
 INTROSPECT = "/api/v2/account/introspect/"
+SMALL_LIMITS = {
+    "RATELIMIT_ENABLED": True,
+    "SIGNIN_LIMIT_SIGNIN_PER_ADDRESS": "8 per minute",
+    "SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS": "3 per minute",
+    "SIGNIN_LIMIT_FAILURES_PER_USERNAME": "5 per minute",
+    "SIGNIN_LIMIT_REFRESH_PER_ADDRESS": "3 per minute",
+    "SIGNIN_LIMIT_SERVICE_CALLS": "3 per minute",
+}
 RATE_LIMITED = {
     "error": "rate_limited",
     "error_description": "Too many requests; retry after the number of seconds in Retry-After.",
@@ -20,22 +26,9 @@ RATE_LIMITED = {
 
 
 @pytest.fixture
-def make_app(settings):
+def make_app(make_app):  # extends conftest's: throttling on, small limits, a user
     def make(**overrides):
-        app = create_app(
-            {
-                **settings,
-                "RATELIMIT_ENABLED": True,
-                "SIGNIN_LIMIT_SIGNIN_PER_ADDRESS": "8 per minute",
-                "SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS": "3 per minute",
-                "SIGNIN_LIMIT_FAILURES_PER_USERNAME": "5 per minute",
-                "SIGNIN_LIMIT_REFRESH_PER_ADDRESS": "3 per minute",
-                "SIGNIN_LIMIT_SERVICE_CALLS": "3 per minute",
-                **overrides,
-            }
-        )
-        with app.app_context():
-            db.create_all()
+        app = make_app({**SMALL_LIMITS, **overrides})
         Accounts(app, app.test_client()).create("alice")
         return app
 
