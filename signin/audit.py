@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from flask import Flask, Response, g, has_request_context, request
 
 from signin import metrics
+from signin.tokens import Session
 
 log = logging.getLogger("signin.audit")
 
@@ -47,6 +48,13 @@ def record(
     }
     log.info(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
     metrics.count_event(event, outcome, reason, details)
+
+
+def about(session: Session | None) -> dict[str, object]:
+    """Return what an audit line says of a session: whose, which client, which session."""
+    if session is None:
+        return {"username": None, "client_id": None, "session": None}
+    return {"username": session.username, "client_id": session.client_id, "session": session.public_id}
 
 
 def _assign_request_id() -> None:

@@ -189,12 +189,14 @@ class TokenStore:
             return None
         return session if session.expires_at > self.clock() else None
 
-    def resolve_refresh(self, refresh_token: str) -> Session | None:
-        """Return the session of a live, unspent refresh token."""
-        session, presented = self._find(refresh_token)
-        if session is None or not hmac.compare_digest(session.refresh_digest, presented):
+    def resolve_any(self, token: str) -> Session | None:
+        """Return the session of a live access or unspent refresh token, in one round trip."""
+        session, presented = self._find(token)
+        if session is None:
             return None
-        return session
+        if hmac.compare_digest(session.access_digest, presented):
+            return session if session.expires_at > self.clock() else None
+        return session if hmac.compare_digest(session.refresh_digest, presented) else None
 
     def rotate(self, refresh_token: str) -> IssuedTokens:
         """Exchange a refresh token, exactly once, for a new pair of the same session.

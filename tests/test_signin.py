@@ -268,7 +268,7 @@ def test_ttls_follow_configuration(make_app, settings):
         assert session.expires_at - session.issued_at == 900
         store.clock = lambda: session.issued_at + 901  # the access token has expired, the refresh token not
         assert store.resolve(token["access_token"]) is None
-        assert store.resolve_refresh(token["refresh_token"]) is not None
+        assert store.resolve_any(token["refresh_token"]) is not None
 
 
 def test_an_old_method_hash_is_replaced_on_signin(app, client, alice):

@@ -64,7 +64,7 @@ def signin() -> dict:
         raise InvalidGrant() from None
     issued = token_store().issue(user.id, user.username, client_id, scope)
     remember_address(user.username)
-    audit.record("signin", "success", username=user.username, client_id=client_id, session=issued.session.public_id)
+    audit.record("signin", "success", **audit.about(issued.session))
     return token_response(issued)
 
 
@@ -77,20 +77,10 @@ def refresh() -> dict:
         issued = token_store().rotate(data["refresh_token"])
     except RefreshRejected as rejected:
         event = "refresh_reuse" if rejected.reason == "reuse_detected" else "refresh"
-        session = rejected.session
-        audit.record(
-            event,
-            "session_revoked" if event == "refresh_reuse" else "failure",
-            reason=rejected.reason,
-            username=session and session.username,
-            client_id=session and session.client_id,
-            session=session and session.public_id,
-        )
+        outcome = "session_revoked" if event == "refresh_reuse" else "failure"
+        audit.record(event, outcome, reason=rejected.reason, **audit.about(rejected.session))
         raise InvalidGrant() from None
-    session = issued.session
-    audit.record(
-        "refresh", "success", username=session.username, client_id=session.client_id, session=session.public_id
-    )
+    audit.record("refresh", "success", **audit.about(issued.session))
     return token_response(issued)
 
 
@@ -105,15 +95,7 @@ def signout() -> Response:
     else:
         token_store().revoke_session(session)
         ended = 1
-    audit.record(
-        "signout",
-        "success",
-        username=session.username,
-        client_id=session.client_id,
-        session=session.public_id,
-        everywhere=data["everywhere"],
-        sessions_ended=ended,
-    )
+    audit.record("signout", "success", **audit.about(session), everywhere=data["everywhere"], sessions_ended=ended)
     return no_content()
 
 
@@ -137,8 +119,7 @@ def me() -> dict:
 def introspect() -> dict:
     """Tell a registered service whether a token is live, and whose it is (RFC 7662)."""
     data = load(TOKEN_REQUEST)
-    store = token_store()
-    session = store.resolve(data["token"]) or store.resolve_refresh(data["token"])
+    session = token_store().resolve_any(data["token"])
     if session is None:
         return {"active": False}
     return {
@@ -160,12 +141,5 @@ def revoke() -> dict:
     """Revoke the session a token belongs to, whether or not it exists (RFC 7009)."""
     data = load(TOKEN_REQUEST)
     session = token_store().revoke_token(data["token"])
-    audit.record(
-        "revoke",
-        "success" if session else "no_such_token",
-        username=session and session.username,
-        client_id=session and session.client_id,
-        session=session and session.public_id,
-        service=g.service,
-    )
+    audit.record("revoke", "success" if session else "no_such_token", **audit.about(session), service=g.service)
     return {}
