@@ -54,6 +54,18 @@ class Plan:
     enumeration_attempts: int
 
 
+# In order: endpoints are judged against the ceilings measured before them.
+PHASES = (
+    "hash_ceiling",
+    "signin_load",
+    "methods",
+    "enumeration",
+    "ceilings",
+    "endpoints",
+    "memory",
+    "revoke",
+    "scaling",
+)
 FULL = Plan(10, 10, 15, 100_000, (10_000, 1_000_000), (1, 100, 10_000), 3, 15_000, 200)
 QUICK = Plan(1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 3_000, 40)
 
@@ -247,7 +259,7 @@ class Bench:
     def ceilings(self) -> None:
         """Measure bare Flask and Flask + one Redis GET on the same waitress settings, with each tool."""
         print("== framework ceilings", flush=True)
-        self.redis.client.set(ceilings.KEY, json.dumps(["x" * 22, 1, "bench", "signin", "read write", 0, 0]))
+        self.redis.client.set(ceilings.KEY, json.dumps([1, "bench", "signin", "read write", 0, 0, "x" * 22, "x" * 22]))
         request = Request("GET", "/")
         for kind in ("bare", "redis"):
             with servers.ceiling_server(self.workdir, kind, self.redis.url, THREADS) as port:
@@ -427,6 +439,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="seconds-long load points and fewer sessions (CI)")
     parser.add_argument("--python-only", action="store_true", help="use the Python load generator even if wrk exists")
+    parser.add_argument("--only", metavar="PHASE", nargs="+", choices=PHASES, help="run these phases only (no files)")
     args = parser.parse_args()
     # A SIGTERM unwinds like an exception, so every server is still stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -439,18 +452,8 @@ def main() -> None:
         servers.signin_server(Path(tmp), redis.url, THREADS) as signin,
     ):
         bench = Bench(plan, Path(tmp), redis, signin, wrk)
-        for phase in (
-            bench.hash_ceiling,
-            bench.signin_load,
-            bench.methods,
-            bench.enumeration,
-            bench.ceilings,
-            bench.endpoints,
-            bench.memory,
-            bench.revoke,
-            bench.scaling,
-        ):
-            phase()
+        for name in args.only or PHASES:
+            getattr(bench, name)()
         info = bench.describe()
     # Other processes on the box (a test suite, say) skew every figure: say how much they ran.
     seconds = time.monotonic() - started
@@ -464,6 +467,8 @@ def main() -> None:
     title = f"signin benchmark, {date}{' (quick)' if args.quick else ''}"
     print(f"\n{title}: {info}\n")
     print(report.text_table(bench.figures))
+    if args.only:
+        return
     paths = report.write(
         RESULTS, stem, title, info, bench.figures, bench.data, bench.chart_endpoints, bench.chart_signin
     )

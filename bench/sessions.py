@@ -18,18 +18,18 @@ FILL_BATCH = 20_000
 FAKE_USER_BASE = 10_000_000
 
 # Write ARGV[3] sessions numbered from ARGV[2], in TokenStore's key layout and
-# value sizes: s:<43-char digest> JSON record, u:<id> sorted set. Bench only:
+# value sizes: s:<16-char digest> JSON record, u:<id> sorted set. Bench only:
 # it writes keys it was not passed, which Redis Cluster would refuse.
 FILL = """
 local prefix, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local per_user, now, ttl, base = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
 for i = first, first + count - 1 do
   local user = base + math.floor(i / per_user)
-  local ref = redis.sha1hex('s' .. i) .. 'bnc'
-  local at = redis.sha1hex('a' .. i) .. 'bnc'
-  local rt = redis.sha1hex('r' .. i) .. 'bnc'
-  local record = string.format('["%s",%d,"user%d","signin","read write",%d,%d,%d,"%s","%s","",0]',
-    string.sub(ref, 1, 12), user, user, now, now + ttl, now + ttl, at, rt)
+  local ref = string.sub(redis.sha1hex('s' .. i), 1, 16)
+  local at = string.sub(redis.sha1hex('a' .. i), 1, 22)
+  local rt = string.sub(redis.sha1hex('r' .. i), 1, 22)
+  local record = string.format('[%d,"user%d","signin","read write",%d,%d,"%s","%s"]',
+    user, user, now, now + ttl, at, rt)
   redis.call('SET', prefix .. 's:' .. ref, record, 'EX', ttl)
   redis.call('ZADD', prefix .. 'u:' .. user, now + ttl, ref)
   redis.call('EXPIRE', prefix .. 'u:' .. user, ttl)

@@ -3,12 +3,16 @@
 A token is ``<selector>.<verifier>``: the selector (128 random bits) names its
 session, the verifier (256 random bits) proves the token. Access and refresh
 token of a session share the selector and differ in verifier. Redis holds
-only SHA-256 digests:
+only SHA-256 digests, truncated (NIST SP 800-107 5.1), for every byte counts
+when millions of sessions live in memory: a verifier's to 128 bits, so forging
+one from a stolen copy of Redis takes 2**128 work; a selector's to 96 bits, for
+it only names a key (two live sessions share one with odds under 10**-11 at a
+billion sessions, and a shared key would refuse a token, never admit one).
 
 - ``p s:<digest(selector)>``: the session, one JSON record holding who it
-  belongs to and the digests of its current access and refresh verifiers (and
-  of the refresh verifier before them, to recognise reuse). Its TTL is the
-  refresh token's; the access token's expiry is in the record.
+  belongs to and the digests of its current access and refresh verifiers (and,
+  once rotated, of the refresh verifier before them, to recognise reuse). Its
+  TTL is the longer token lifetime; the access token's expiry is in the record.
 - ``p u:<user id>``: a sorted set of the user's session keys' digests, scored
   by expiry, for signout-everywhere; expired entries are pruned on each write.
 
@@ -38,7 +42,8 @@ from redis.cluster import RedisCluster
 
 SELECTOR_BYTES = 16
 VERIFIER_BYTES = 32
-PUBLIC_ID_BYTES = 9
+VERIFIER_DIGEST_BYTES = 16
+SELECTOR_DIGEST_BYTES = 12
 TOKEN_PATTERN = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
 
 # Replace a value only if it is still the one that was read.
@@ -50,15 +55,20 @@ return false
 """
 
 
-def digest(value: str) -> str:
-    """Return the SHA-256 digest of a token part, as Redis holds it."""
-    raw = hashlib.sha256(value.encode("ascii")).digest()
+def digest(value: str, size: int = VERIFIER_DIGEST_BYTES) -> str:
+    """Return the SHA-256 digest of a token part, truncated to ``size`` bytes, as Redis holds it."""
+    raw = hashlib.sha256(value.encode("ascii")).digest()[:size]
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def session_ref(selector: str) -> str:
+    """Return the name of a selector's session: the digest its Redis key holds."""
+    return digest(selector, SELECTOR_DIGEST_BYTES)
 
 
 def _split(token: str) -> tuple[str, str] | None:
     match = TOKEN_PATTERN.fullmatch(token)
-    return (digest(match[1]), digest(match[2])) if match else None
+    return (session_ref(match[1]), digest(match[2])) if match else None
 
 
 @dataclass(frozen=True)
@@ -66,34 +76,35 @@ class Session:
     """A session as Redis holds it: whose it is, and the digests of its live tokens."""
 
     ref: str  # digest of the selector: the session's key
-    public_id: str  # for logs; nothing can be done with it
     user_id: int
     username: str
     client_id: str
     scope: str
     issued_at: int  # of the current access token
     expires_at: int  # of the current access token
-    refresh_expires_at: int
     access_digest: str
     refresh_digest: str
     previous_refresh_digest: str = ""
     rotated_at_ms: int = 0
 
+    @property
+    def public_id(self) -> str:
+        """Name the session in logs: stable across rotation, useless to anyone who reads it."""
+        return digest(self.ref)[:12]
+
     def dump(self) -> str:
-        fields = (
-            self.public_id,
+        fields = [
             self.user_id,
             self.username,
             self.client_id,
             self.scope,
             self.issued_at,
             self.expires_at,
-            self.refresh_expires_at,
             self.access_digest,
             self.refresh_digest,
-            self.previous_refresh_digest,
-            self.rotated_at_ms,
-        )
+        ]
+        if self.rotated_at_ms:
+            fields += [self.previous_refresh_digest, self.rotated_at_ms]
         return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -159,15 +170,13 @@ class TokenStore:
         access, refresh = self._verifiers()
         now = int(self.clock())
         session = Session(
-            ref=digest(selector),
-            public_id=secrets.token_urlsafe(PUBLIC_ID_BYTES),
+            ref=session_ref(selector),
             user_id=user_id,
             username=username,
             client_id=client_id,
             scope=scope,
             issued_at=now,
             expires_at=now + self.access_ttl,
-            refresh_expires_at=now + self.refresh_ttl,
             access_digest=digest(access),
             refresh_digest=digest(refresh),
         )
@@ -228,7 +237,6 @@ class TokenStore:
             old,
             issued_at=now,
             expires_at=now + self.access_ttl,
-            refresh_expires_at=now + self.refresh_ttl,
             access_digest=digest(access),
             refresh_digest=digest(refresh),
             previous_refresh_digest=old.refresh_digest,
@@ -296,14 +304,19 @@ class TokenStore:
     def _verifiers(self) -> tuple[str, str]:
         return secrets.token_urlsafe(VERIFIER_BYTES), secrets.token_urlsafe(VERIFIER_BYTES)
 
+    def _lifetime(self) -> int:
+        # From the last issue or rotation; the refresh token's expiry is the key's.
+        return max(self.access_ttl, self.refresh_ttl)
+
     def _ttl(self, session: Session) -> int:
-        return max(session.expires_at, session.refresh_expires_at) - session.issued_at
+        """Return the seconds a session's key has left to live."""
+        return max(1, session.issued_at + self._lifetime() - int(self.clock()))
 
     def _index(self, pipe: Redis, session: Session) -> None:
         user_key = self._user_key(session.user_id)
-        pipe.zadd(user_key, {session.ref: session.issued_at + self._ttl(session)})
+        pipe.zadd(user_key, {session.ref: session.issued_at + self._lifetime()})
         pipe.zremrangebyscore(user_key, "-inf", session.issued_at)
-        pipe.expire(user_key, max(self.access_ttl, self.refresh_ttl))
+        pipe.expire(user_key, self._lifetime())
 
     def _wait(self, pipe: Redis) -> None:
         # Last in the pipeline: the offset WAIT waits for covers every write before it.

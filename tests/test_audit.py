@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from signin.tokens import digest
+from signin.tokens import digest, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts
 
 REFRESH = "/api/v2/account/refresh/"
@@ -120,6 +120,7 @@ def test_no_secret_reaches_any_log_line(app, client, accounts, alice, caplog):
     secrets = [PASSWORD, secret]
     for token in (first, second, third):
         for value in (token["access_token"], token["refresh_token"]):
-            secrets += [value, *(digest(part) for part in value.split("."))]
+            selector, verifier = value.split(".")
+            secrets += [value, session_ref(selector), digest(selector), digest(verifier)]
     for value in secrets:
         assert value not in text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from signin.tokens import TokenStore, digest
+from signin.tokens import TokenStore, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts, close_client
 from tests.servers import RedisCluster
 
@@ -30,7 +30,7 @@ def keys(redis, prefix):
 
 def session_key(prefix, token):
     """Return the Redis key of a token's session: the digest of its selector."""
-    return f"{prefix}s:{digest(token['access_token'].split('.')[0])}"
+    return f"{prefix}s:{session_ref(token['access_token'].split('.')[0])}"
 
 
 def test_sessions_on_every_node_still_work_as_one(app, client, accounts, alice, redis, prefix):

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from signin.tokens import digest
+from signin.tokens import digest, session_ref
 from tests.conftest import Accounts
 
 REFRESH = "/api/v2/account/refresh/"
@@ -167,7 +167,7 @@ def test_the_default_grace_is_ten_seconds(app):
 def test_rotation_restarts_the_session_ttl_and_keeps_only_digests(client, accounts, alice, redis, prefix):
     old = accounts.signin()
     selector, old_verifier = old["refresh_token"].split(".")
-    key = f"{prefix}s:{digest(selector)}"
+    key = f"{prefix}s:{session_ref(selector)}"
     redis.expire(key, 1000)
 
     new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]

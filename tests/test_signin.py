@@ -9,7 +9,7 @@ import pytest
 
 from signin.models import User
 from signin.passwords import hash_password
-from signin.tokens import digest
+from signin.tokens import digest, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts
 
 # A selector naming the session (128 bits) and a verifier proving the token (256 bits).
@@ -237,11 +237,23 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
     refresh_verifier = token["refresh_token"].split(".")[1]
 
     keys = sorted(redis.scan_iter(match=prefix + "*"))
-    session_key = f"{prefix}s:{digest(selector)}"
+    session_key = f"{prefix}s:{session_ref(selector)}"
     assert session_key in keys
     assert f"{prefix}u:{alice}" in keys
-    record = redis.get(session_key)
-    assert digest(access_verifier) in record and digest(refresh_verifier) in record
+    record = json.loads(redis.get(session_key))
+    issued_at = record[4]
+    assert record == [
+        alice,
+        "alice",
+        "signin",
+        "read write",
+        issued_at,
+        issued_at + 604800,
+        digest(access_verifier),
+        digest(refresh_verifier),
+    ]
+    assert len(session_ref(selector)) == 16 and len(digest(access_verifier)) == 22  # 96 and 128 bits
+    assert redis.zrange(f"{prefix}u:{alice}", 0, -1, withscores=True) == [(session_ref(selector), issued_at + 604800)]
     for key in keys:
         ceiling = 30 * 86400 if key.startswith(prefix + "known:") else 604800
         assert 0 < redis.ttl(key) <= ceiling
@@ -261,7 +273,7 @@ def test_ttls_follow_configuration(make_app, settings):
     prefix = settings["SIGNIN_REDIS_PREFIX"]
 
     assert token["expires_in"] == "900"
-    assert 3590 < redis.ttl(f"{prefix}s:{digest(token['access_token'].split('.')[0])}") <= 3600
+    assert 3590 < redis.ttl(f"{prefix}s:{session_ref(token['access_token'].split('.')[0])}") <= 3600
     with app.app_context():
         store = token_store()
         session = store.resolve(token["access_token"])
