@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
+import secrets
 from datetime import UTC, datetime
 
 from flask import Flask, Response, g, has_request_context, request
@@ -43,7 +43,7 @@ def record(
         "username": username,
         "address": request.remote_addr if in_request else None,
         "client_id": client_id,
-        "request_id": g.get("request_id") if in_request else None,
+        "request_id": request_id() if in_request else None,
         **details,
     }
     log.info(json.dumps(entry, ensure_ascii=False, separators=(",", ":")))
@@ -57,18 +57,19 @@ def about(session: Session | None) -> dict[str, object]:
     return {"username": session.username, "client_id": session.client_id, "session": session.public_id}
 
 
-def _assign_request_id() -> None:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    g.request_id = given if REQUEST_ID_PATTERN.fullmatch(given) else uuid.uuid4().hex
+def request_id() -> str:
+    """Return the current request's id: its ``X-Request-ID`` if short and plain, else one made for it."""
+    if "request_id" not in g:
+        given = request.headers.get(REQUEST_ID_HEADER)
+        g.request_id = given if given and REQUEST_ID_PATTERN.fullmatch(given) else secrets.token_hex(16)
+    return g.request_id
 
 
 def _return_request_id(response: Response) -> Response:
-    if "request_id" in g:
-        response.headers[REQUEST_ID_HEADER] = g.request_id
+    response.headers[REQUEST_ID_HEADER] = request_id()
     return response
 
 
 def init_app(app: Flask) -> None:
-    """Give every request an id, taken from ``X-Request-ID`` or made, and return it."""
-    app.before_request(_assign_request_id)
+    """Return every request's id in its response."""
     app.after_request(_return_request_id)

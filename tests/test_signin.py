@@ -53,6 +53,27 @@ def test_signin_accepts_a_form_body(client, alice):
     assert response.get_json()["token"]["token_type"] == "Bearer"
 
 
+def test_a_form_body_is_decoded_and_its_first_value_wins(client, accounts):
+    accounts.create("bob smith", "p&ss=wörd+1")
+    body = "username=bob+smith&password=p%26ss%3Dw%C3%B6rd%2B1&password=other&extra="
+
+    response = client.post(SIGNIN, data=body, content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 200
+
+
+def test_a_form_body_of_too_many_fields_is_400(client, alice):
+    body = "&".join([f"username=alice&password={PASSWORD}"] + [f"f{n}=x" for n in range(100)])
+
+    response = client.post(SIGNIN, data=body, content_type="application/x-www-form-urlencoded")
+
+    assert response.status_code == 400
+    assert response.get_json() == {
+        "error": "invalid_request",
+        "error_description": "The form body has more than 100 fields.",
+    }
+
+
 def test_every_signin_issues_new_random_tokens(accounts, alice):
     first, second = accounts.signin(), accounts.signin()
 

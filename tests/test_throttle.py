@@ -149,6 +149,26 @@ def test_introspection_is_throttled_per_service(app, client):
     assert client.post(INTROSPECT, headers=headers["reports"], json={"token": "x"}).status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "limited"),
+    [
+        ("POST", SIGNIN, True),
+        ("POST", REFRESH, True),
+        ("POST", INTROSPECT, True),
+        ("POST", "/api/v2/account/revoke/", True),
+        ("GET", "/api/v2/account/me/", False),
+        ("POST", "/api/v2/account/signout/", False),
+        ("GET", "/healthz", False),
+        ("GET", "/no/such/path", False),
+    ],
+)
+def test_only_limited_views_go_through_the_limiter(app, method, path, limited):
+    from signin.throttle import _no_limit_applies
+
+    with app.test_request_context(path, method=method):
+        assert _no_limit_applies() is not limited
+
+
 def test_a_forged_forwarded_for_changes_nothing_without_trusted_proxies(client):
     for n in range(3):
         attempt(client, password="guess", **{"X-Forwarded-For": f"10.9.9.{n}"})
