@@ -83,14 +83,14 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(wrk: str, port: int, request: Request, connections: int, seconds: int) -> LoadResult:
+def run_wrk(wrk: str, port: int, request: Request, connections: int, seconds: float) -> LoadResult:
     """Run wrk (one thread, ``connections`` keep-alive connections) for ``seconds``."""
     headers = [arg for name, value in request.headers.items() for arg in ("-H", f"{name}: {value}")]
     command = [
         wrk,
         "-t1",
         f"-c{connections}",
-        f"-d{seconds}s",
+        f"-d{round(seconds)}s",
         "--timeout",
         f"{REQUEST_TIMEOUT:g}s",
         "-s",
@@ -176,7 +176,7 @@ def run_python(
     )
 
 
-def run_load(wrk: str | None, port: int, request: Request, connections: int, seconds: int) -> LoadResult:
+def run_load(wrk: str | None, port: int, request: Request, connections: int, seconds: float) -> LoadResult:
     """Load one fixed request with wrk if we have it, else with the Python generator."""
     if wrk:
         return run_wrk(wrk, port, request, connections, seconds)

