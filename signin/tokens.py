@@ -54,6 +54,13 @@ end
 return false
 """
 
+# Add or move a session in its user's index, drop the expired ones, keep the index alive.
+INDEX = """
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+return redis.call('EXPIRE', KEYS[1], ARGV[4])
+"""
+
 
 def digest(value: str, size: int = VERIFIER_DIGEST_BYTES) -> str:
     """Return the SHA-256 digest of a token part, truncated to ``size`` bytes, as Redis holds it."""
@@ -313,10 +320,12 @@ class TokenStore:
         return max(1, session.issued_at + self._lifetime() - int(self.clock()))
 
     def _index(self, pipe: Redis, session: Session) -> None:
-        user_key = self._user_key(session.user_id)
-        pipe.zadd(user_key, {session.ref: session.issued_at + self._lifetime()})
-        pipe.zremrangebyscore(user_key, "-inf", session.issued_at)
-        pipe.expire(user_key, self._lifetime())
+        # One script, not three commands: a pipeline costs redis-py per command.
+        lifetime = self._lifetime()
+        expires = session.issued_at + lifetime
+        pipe.execute_command(
+            "EVAL", INDEX, 1, self._user_key(session.user_id), session.ref, expires, session.issued_at, lifetime
+        )
 
     def _wait(self, pipe: Redis) -> None:
         # Last in the pipeline: the offset WAIT waits for covers every write before it.
