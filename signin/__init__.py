@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -41,3 +42,14 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health_bp)
     app.register_blueprint(openapi_bp)
     return app
+
+
+def freeze_startup_heap() -> None:
+    """Spare what lives as long as the process (app, modules) the cyclic GC's full scans.
+
+    With the app built, a full collection takes about 90 ms, every thread
+    stopped; after ``gc.freeze()`` it skips those objects. Call it once, when
+    the app is built and before serving.
+    """
+    gc.collect()
+    gc.freeze()

@@ -161,8 +161,11 @@ def serve(host: str, port: int, threads: int) -> None:
     import waitress
     from flask import current_app
 
+    from signin import freeze_startup_heap
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     app = current_app._get_current_object()
+    freeze_startup_heap()
     click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
     waitress.serve(app, host=host, port=port, threads=threads, ident="signin")
 
