@@ -532,7 +532,10 @@ class RedisSentinelSetup(_Started):
         self,
         *,
         service_name: str = "mymaster",
-        down_after_ms: int = 1000,
+        # Long enough that a primary starved of CPU by a busy test run is not
+        # taken for dead (a second, spurious failover loses what the rejoining
+        # server had not yet synced); short enough for a quick failover test.
+        down_after_ms: int = 3000,
         failover_timeout_ms: int = 3000,
         timeout: float = 30.0,
     ) -> None:
