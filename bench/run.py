@@ -345,11 +345,9 @@ class Bench:
         seconds = max(1.0, self.plan.load_seconds / 2)
         ceiling_request = Request("GET", "/")
         pairs = []
+        wrk = self.wrk if tool == "wrk" else None
         for _ in range(PAIRS):
-            if tool == "wrk":
-                ceiling = run_wrk(self.wrk, self.redis_ceiling_port, ceiling_request, CONNECTIONS, seconds)
-            else:
-                ceiling = run_python(self.redis_ceiling_port, lambda: ceiling_request, CONNECTIONS, seconds)
+            ceiling = run_load(wrk, self.redis_ceiling_port, ceiling_request, CONNECTIONS, seconds)
             result = run(seconds)
             pairs.append((result.rps / ceiling.rps, result, ceiling))
         pairs.sort(key=lambda pair: pair[0])
