@@ -19,10 +19,8 @@ def redis_server():
 
 
 @pytest.fixture
-def app(settings, redis_server):  # overrides conftest's: a Redis this test may stop
-    app = create_app({**settings, "REDIS_URL": redis_server.url})
-    with app.app_context():
-        db.create_all()
+def app(make_app, redis_server):  # overrides conftest's: a Redis this test may stop
+    app = make_app({"REDIS_URL": redis_server.url})
     yield app
     with app.app_context():
         db.drop_all()

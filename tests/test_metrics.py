@@ -46,18 +46,15 @@ def redis_server():
 
 
 @pytest.fixture
-def app(settings, redis_server):  # overrides conftest's: throttling on, a Redis this test may stop
-    app = create_app(
+def app(make_app, redis_server):  # overrides conftest's: throttling on, a Redis this test may stop
+    app = make_app(
         {
-            **settings,
             "REDIS_URL": redis_server.url,
             "RATELIMIT_ENABLED": True,
             "SIGNIN_LIMIT_REFRESH_PER_ADDRESS": "2 per minute",
             "SIGNIN_REFRESH_REUSE_GRACE": 0,
         }
     )
-    with app.app_context():
-        db.create_all()
     yield app
     with app.app_context():
         db.drop_all()

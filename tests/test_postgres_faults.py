@@ -6,7 +6,6 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from signin import create_app
 from signin.extensions import db
 from tests.conftest import PASSWORD, SIGNIN, assert_unavailable
 from tests.servers import PostgresServer
@@ -24,10 +23,8 @@ def postgres():
 
 
 @pytest.fixture
-def app(settings, postgres):  # overrides conftest's: a database this test may stop
-    app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": postgres.url})
-    with app.app_context():
-        db.create_all()
+def app(make_app, postgres):  # overrides conftest's: a database this test may stop
+    app = make_app({"SQLALCHEMY_DATABASE_URI": postgres.url})
     yield app
     with app.app_context():
         db.engine.dispose()

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from signin import create_app
 from signin.auth import token_store
 from signin.extensions import db
 from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts
@@ -29,10 +28,8 @@ def sentinel():
 
 
 @pytest.fixture
-def app(settings, sentinel):  # overrides conftest's: Redis behind sentinels
-    app = create_app({**settings, "REDIS_URL": sentinel.url, "SIGNIN_REDIS_MIN_REPLICAS": 1})
-    with app.app_context():
-        db.create_all()
+def app(make_app, sentinel):  # overrides conftest's: Redis behind sentinels
+    app = make_app({"REDIS_URL": sentinel.url, "SIGNIN_REDIS_MIN_REPLICAS": 1})
     yield app
     with app.app_context():
         db.drop_all()
