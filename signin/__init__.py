@@ -33,7 +33,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_client.init_app(app)
     auth.init_app(app, app.extensions["redis"].client)
     errors.init_app(app)
-    # Before the limiter, so that a throttled request is timed too.
     metrics.init_app(app)
     audit.init_app(app)
     throttle.init_app(app)

@@ -39,7 +39,7 @@ def token_store() -> TokenStore:
 
 def bearer_token() -> str | None:
     """Return the token of an ``Authorization: Bearer`` header, if there is one."""
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    scheme, _, token = request.environ.get("HTTP_AUTHORIZATION", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
 
@@ -47,8 +47,7 @@ def bearer_token() -> str | None:
 def require_token(*scopes: str) -> Callable:
     """Demand a live bearer token (holding every scope named) before a view runs.
 
-    The view finds the token's session in ``g.session`` and the token in
-    ``g.access_token``.
+    The view finds the token's session in ``g.session``.
     """
 
     def decorator(view: Callable) -> Callable:
@@ -60,7 +59,7 @@ def require_token(*scopes: str) -> Callable:
                 raise InvalidToken()
             if not set(scopes) <= set(session.scope.split()):
                 raise InsufficientScope()
-            g.session, g.access_token = session, token
+            g.session = session
             return view(*args, **kwargs)
 
         return wrapped

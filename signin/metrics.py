@@ -8,12 +8,16 @@ personal data and the number of series stays bounded.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Flask, Response, current_app, g, has_app_context, request
+from flask import Blueprint, Flask, Response, current_app, has_app_context
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 EXTENSION = "signin.metrics"
 NAMESPACE = "signin"
@@ -98,18 +102,30 @@ def count_store_error(store: str) -> None:
         metrics.store_errors.labels(store).inc()
 
 
-def _start_clock() -> None:
-    g.metrics_started = time.perf_counter()
+class TimedRequests:
+    """WSGI middleware: time each request to its status line, by Flask endpoint and status class.
 
+    A middleware rather than before/after_request hooks: it also times Flask's
+    own work, and costs a fraction as much, for it needs no context-local
+    lookups.
+    """
 
-def _observe(response: Response) -> Response:
-    started = g.get("metrics_started")
-    if started is not None:
-        # Unrouted paths share one label, so a scanner cannot mint series.
-        endpoint = request.endpoint or "unrouted"
-        status = f"{response.status_code // 100}xx"
-        current_app.extensions[EXTENSION].latency_of(endpoint, status).observe(time.perf_counter() - started)
-    return response
+    def __init__(self, wsgi_app: WSGIApplication, metrics: Metrics) -> None:
+        self.wsgi_app = wsgi_app
+        self.metrics = metrics
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+
+        def start_timed(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            # Flask's request is still in the environ while its response starts.
+            request = environ.get("werkzeug.request")
+            # Unrouted paths share one label, so a scanner cannot mint series.
+            endpoint = getattr(request, "endpoint", None) or "unrouted"
+            self.metrics.latency_of(endpoint, f"{status[0]}xx").observe(time.perf_counter() - started)
+            return start_response(status, headers, exc_info)
+
+        return self.wsgi_app(environ, start_timed)
 
 
 bp = Blueprint("metrics", __name__)
@@ -124,6 +140,5 @@ def metrics() -> Response:
 def init_app(app: Flask) -> None:
     """Give the app its own registry (tests build many apps in one process), time requests, serve /metrics."""
     app.extensions[EXTENSION] = Metrics()
-    app.before_request(_start_clock)
-    app.after_request(_observe)
+    app.wsgi_app = TimedRequests(app.wsgi_app, app.extensions[EXTENSION])
     app.register_blueprint(bp)
