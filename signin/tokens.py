@@ -62,10 +62,26 @@ return redis.call('EXPIRE', KEYS[1], ARGV[4])
 """
 
 
+def _text(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def random_parts(*sizes: int) -> list[str]:
+    """Return random token parts of these many bytes each, URL-safe, from one system call.
+
+    ``secrets.token_urlsafe`` per part would ask the kernel once each, and
+    under waitress every system call also hands the GIL to another thread.
+    """
+    raw, parts = secrets.token_bytes(sum(sizes)), []
+    for size in sizes:
+        part, raw = raw[:size], raw[size:]
+        parts.append(_text(part))
+    return parts
+
+
 def digest(value: str, size: int = VERIFIER_DIGEST_BYTES) -> str:
     """Return the SHA-256 digest of a token part, truncated to ``size`` bytes, as Redis holds it."""
-    raw = hashlib.sha256(value.encode("ascii")).digest()[:size]
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+    return _text(hashlib.sha256(value.encode("ascii")).digest()[:size])
 
 
 def session_ref(selector: str) -> str:
@@ -173,8 +189,7 @@ class TokenStore:
 
     def issue(self, user_id: int, username: str, client_id: str, scope: str) -> IssuedTokens:
         """Start a new session for a user and return its first token pair."""
-        selector = secrets.token_urlsafe(SELECTOR_BYTES)
-        access, refresh = self._verifiers()
+        selector, access, refresh = random_parts(SELECTOR_BYTES, VERIFIER_BYTES, VERIFIER_BYTES)
         now = int(self.clock())
         session = Session(
             ref=session_ref(selector),
@@ -238,7 +253,7 @@ class TokenStore:
             self.revoke_session(old)
             raise RefreshRejected("reuse_detected", old)
         selector = refresh_token.split(".")[0]
-        access, refresh = self._verifiers()
+        access, refresh = random_parts(VERIFIER_BYTES, VERIFIER_BYTES)
         now = now_ms // 1000
         new = replace(
             old,
@@ -307,9 +322,6 @@ class TokenStore:
             return None, ""
         value = self.redis.get(self._session_key(parts[0]))
         return (Session.load(parts[0], value) if value else None), parts[1]
-
-    def _verifiers(self) -> tuple[str, str]:
-        return secrets.token_urlsafe(VERIFIER_BYTES), secrets.token_urlsafe(VERIFIER_BYTES)
 
     def _lifetime(self) -> int:
         # From the last issue or rotation; the refresh token's expiry is the key's.
