@@ -14,11 +14,14 @@ billion sessions, and a shared key would refuse a token, never admit one).
   once rotated, of the refresh verifier before them, to recognise reuse). Its
   TTL is the longer token lifetime; the access token's expiry is in the record.
 - ``p u:<user id>``: a sorted set of the user's session keys' digests, scored
-  by expiry, for signout-everywhere; expired entries are pruned on each write.
+  by expiry rounded up (so most rotations leave it alone), for
+  signout-everywhere; expired entries are pruned on each write, and the set
+  lives as long as its last session.
 
 One key per session makes every change to it a single-key operation (a
-rotation is a compare-and-set), so the store is exact under concurrency and
-works on Redis Cluster; checking a token is one ``GET``.
+rotation is one Lua script that checks and rewrites the record), so the store
+is exact under concurrency and works on Redis Cluster; checking a token is one
+``GET``, rotating one is one ``EVAL``.
 
 With ``min_replicas``, a new or rotated pair is handed out only once that many
 replicas hold it (Redis ``WAIT`` on the connection that wrote it), so a
@@ -36,6 +39,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import NoReturn
 
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -54,11 +58,32 @@ end
 return false
 """
 
-# Add or move a session in its user's index, drop the expired ones, keep the index alive.
+# Add or move a session in its user's index, drop the expired ones, and keep
+# the index until its last session's score.
 INDEX = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
-return redis.call('EXPIRE', KEYS[1], ARGV[4])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+return redis.call('EXPIREAT', KEYS[1], last[2] + 1)
+"""
+
+# Rotate a session whose current refresh digest is ARGV[1]: new access and
+# refresh digests (ARGV[2], ARGV[3]), issued at ARGV[4] s = ARGV[5] ms, the
+# access token living ARGV[6] s and the key ARGV[7] s. Returns {1, record as
+# it was, record as it is} if rotated, {0, record} if not, nothing if there
+# is no session.
+# Lua compares interned strings by identity, so the time taken does not
+# depend on how much of a digest matches.
+ROTATE = """
+local value = redis.call('GET', KEYS[1])
+if not value then return false end
+local s = cjson.decode(value)
+if s[8] ~= ARGV[1] then return {0, value} end
+local now = tonumber(ARGV[4])
+s[5], s[6], s[7], s[8], s[9], s[10] = now, now + tonumber(ARGV[6]), ARGV[2], ARGV[3], s[8], tonumber(ARGV[5])
+local rotated = cjson.encode(s)
+redis.call('SET', KEYS[1], rotated, 'EX', ARGV[7])
+return {1, value, rotated}
 """
 
 
@@ -230,7 +255,7 @@ class TokenStore:
         return session if hmac.compare_digest(session.refresh_digest, presented) else None
 
     def rotate(self, refresh_token: str) -> IssuedTokens:
-        """Exchange a refresh token, exactly once, for a new pair of the same session.
+        """Exchange a refresh token, exactly once, for a new pair of the same session, in one round trip.
 
         Raises ``RefreshRejected`` with reason ``unknown``, ``reused`` (a spent
         token within the grace, or a lost race: refused, session kept) or
@@ -238,47 +263,57 @@ class TokenStore:
         ``NotReplicated`` with the session put back as it was.
         """
         parts = _split(refresh_token)
-        value = self.redis.get(self._session_key(parts[0])) if parts else None
-        if parts is None or value is None:
+        if parts is None:
             raise RefreshRejected("unknown")
-        old = Session.load(parts[0], value)
-        presented, now_ms = parts[1], int(self.clock() * 1000)
-        if hmac.compare_digest(old.access_digest, presented):
-            raise RefreshRejected("unknown", old)  # a mix-up, not a theft
-        if not hmac.compare_digest(old.refresh_digest, presented):
-            spent = hmac.compare_digest(old.previous_refresh_digest, presented)
-            if spent and now_ms - old.rotated_at_ms < self.reuse_grace * 1000:
-                raise RefreshRejected("reused", old)
-            # A spent token after the grace, or an older one: assume theft.
-            self.revoke_session(old)
-            raise RefreshRejected("reuse_detected", old)
-        selector = refresh_token.split(".")[0]
+        ref, presented = parts
         access, refresh = random_parts(VERIFIER_BYTES, VERIFIER_BYTES)
+        now_ms = int(self.clock() * 1000)
         now = now_ms // 1000
+        key, digests = self._session_key(ref), (digest(access), digest(refresh))
+        script = ("EVAL", ROTATE, 1, key, presented, *digests, now, now_ms, self.access_ttl, self._lifetime())
+        with self.redis.pipeline(transaction=False) as pipe:
+            # Not pipe.eval(): Redis Cluster's pipeline has no such method.
+            pipe.execute_command(*script)
+            self._wait(pipe)
+            results = pipe.execute()
+        if results[0] is None:
+            raise RefreshRejected("unknown")
+        rotated, value, *written = results[0]
+        old = Session.load(ref, value)
+        if not rotated:
+            self._refuse(old, presented, now_ms)
         new = replace(
             old,
             issued_at=now,
             expires_at=now + self.access_ttl,
-            access_digest=digest(access),
-            refresh_digest=digest(refresh),
+            access_digest=digests[0],
+            refresh_digest=digests[1],
             previous_refresh_digest=old.refresh_digest,
             rotated_at_ms=now_ms,
         )
-        key, record = self._session_key(new.ref), new.dump()
-        with self.redis.pipeline(transaction=False) as pipe:
-            # Not pipe.eval(): Redis Cluster's pipeline has no such method.
-            pipe.execute_command("EVAL", COMPARE_AND_SET, 1, key, value, record, self._ttl(new))
-            self._index(pipe, new)
-            self._wait(pipe)
-            results = pipe.execute()
-        if not results[0]:
-            # Another request rotated or revoked this session first.
-            raise RefreshRejected("reused", old)
-        if not self._replicated(results):
+        replicated = self._replicated(results)
+        if replicated and self._index_score(new) != self._index_score(old):
+            with self.redis.pipeline(transaction=False) as pipe:
+                self._index(pipe, new)
+                self._wait(pipe)
+                replicated = self._replicated(pipe.execute())
+        if not replicated:
             # No client will see the new pair: the presented token works again.
-            self.redis.eval(COMPARE_AND_SET, 1, key, record, value, self._ttl(old))
+            self.redis.eval(COMPARE_AND_SET, 1, key, written[0], value, self._ttl(old))
             raise NotReplicated()
+        selector = refresh_token.split(".")[0]
         return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", self.access_ttl, new)
+
+    def _refuse(self, session: Session, presented: str, now_ms: int) -> NoReturn:
+        """Say why a refresh token that is not the session's current one was refused."""
+        if hmac.compare_digest(session.access_digest, presented):
+            raise RefreshRejected("unknown", session)  # a mix-up, not a theft
+        spent = hmac.compare_digest(session.previous_refresh_digest, presented)
+        if spent and now_ms - session.rotated_at_ms < self.reuse_grace * 1000:
+            raise RefreshRejected("reused", session)
+        # A spent token after the grace, or an older one: assume theft.
+        self.revoke_session(session)
+        raise RefreshRejected("reuse_detected", session)
 
     def revoke_session(self, session: Session) -> None:
         """Kill a session: its access and refresh token stop working at once."""
@@ -312,8 +347,13 @@ class TokenStore:
             return sum(pipe.execute()[:-1])
 
     def session_count(self, user_id: int) -> int:
-        """Return how many of a user's sessions have not expired."""
-        return self.redis.zcount(self._user_key(user_id), int(self.clock()) + 1, "+inf")
+        """Return how many of a user's sessions are live."""
+        # Index scores are rounded up, so a session only just expired may still be listed.
+        refs = self.redis.zrange(self._user_key(user_id), int(self.clock()) + 1, "+inf", byscore=True)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for ref in refs:
+                pipe.exists(self._session_key(ref))
+            return sum(pipe.execute())
 
     def _find(self, token: str) -> tuple[Session | None, str]:
         """Return the session a token names, and the digest of the verifier it presents."""
@@ -331,13 +371,21 @@ class TokenStore:
         """Return the seconds a session's key has left to live."""
         return max(1, session.issued_at + self._lifetime() - int(self.clock()))
 
+    def _index_score(self, session: Session) -> int:
+        """Return a session's score in its user's index: its key's expiry, rounded up.
+
+        Rounded up to an eighth of the key's lifetime, so that a rotation
+        moves it (a second round trip) at most once in that time; as a score
+        is never below its session's expiry, pruning by score keeps every
+        live session findable.
+        """
+        step = max(1, self._lifetime() // 8)
+        return -(-(session.issued_at + self._lifetime()) // step) * step
+
     def _index(self, pipe: Redis, session: Session) -> None:
-        # One script, not three commands: a pipeline costs redis-py per command.
-        lifetime = self._lifetime()
-        expires = session.issued_at + lifetime
-        pipe.execute_command(
-            "EVAL", INDEX, 1, self._user_key(session.user_id), session.ref, expires, session.issued_at, lifetime
-        )
+        # One script, not four commands: a pipeline costs redis-py per command.
+        key, score = self._user_key(session.user_id), self._index_score(session)
+        pipe.execute_command("EVAL", INDEX, 1, key, session.ref, score, session.issued_at)
 
     def _wait(self, pipe: Redis) -> None:
         # Last in the pipeline: the offset WAIT waits for covers every write before it.

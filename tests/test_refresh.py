@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import pytest
 
-from signin.tokens import digest, session_ref
+from signin.tokens import TokenStore, digest, session_ref
 from tests.conftest import Accounts
 
 REFRESH = "/api/v2/account/refresh/"
@@ -177,3 +179,69 @@ def test_rotation_restarts_the_session_ttl_and_keeps_only_digests(client, accoun
     assert digest(old_verifier) in record  # kept to recognise reuse
     for secret in (selector, old_verifier, new["refresh_token"].split(".")[1], new["access_token"].split(".")[1]):
         assert secret not in record
+
+
+def test_a_rotated_record_holds_the_new_digests_and_the_spent_one(client, accounts, alice, redis, prefix):
+    old = accounts.signin()
+    selector, spent = old["refresh_token"].split(".")
+
+    new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]
+
+    record = json.loads(redis.get(f"{prefix}s:{session_ref(selector)}"))
+    issued_at, rotated_at_ms = record[4], record[9]
+    assert record == [
+        alice,
+        "alice",
+        "signin",
+        "read write",
+        issued_at,
+        issued_at + 604800,
+        digest(new["access_token"].split(".")[1]),
+        digest(new["refresh_token"].split(".")[1]),
+        digest(spent),
+        rotated_at_ms,
+    ]
+    assert rotated_at_ms // 1000 == issued_at
+
+
+@pytest.mark.parametrize("username", ["zoë/名前", 'quote"back\\slash', "tab\there"])
+def test_a_rotation_keeps_every_field_exactly(redis, prefix, username):
+    store = TokenStore(redis, prefix=prefix)
+    issued = store.issue(2**40, username, "cli", "read")
+
+    rotated = store.rotate(issued.refresh_token)
+
+    assert store.resolve(rotated.access_token) == rotated.session
+    assert (rotated.session.user_id, rotated.session.username, rotated.session.client_id) == (2**40, username, "cli")
+
+
+def test_rotations_move_the_user_index_only_when_its_rounded_expiry_moves(redis, prefix):
+    # A lifetime of 800 s rounds index scores up to whole 100 s.
+    start = int(time.time()) // 100 * 100 + 50
+    now = [float(start)]
+    store = TokenStore(redis, prefix=prefix, access_ttl=800, refresh_ttl=800, clock=lambda: now[0])
+    index = f"{prefix}u:7"
+    token = store.issue(7, "u", "signin", "read").refresh_token
+    first = redis.zrange(index, 0, -1, withscores=True)
+
+    now[0] += 30
+    token = store.rotate(token).refresh_token
+    unmoved = redis.zrange(index, 0, -1, withscores=True)
+    now[0] += 30
+    session = store.rotate(token).session
+    moved = redis.zrange(index, 0, -1, withscores=True)
+
+    assert first == unmoved == [(session.ref, start + 850)]  # expiries start + 800, start + 830
+    assert moved == [(session.ref, start + 950)]  # expiry start + 860
+    assert redis.ttl(index) >= redis.ttl(f"{prefix}s:{session.ref}")
+    assert store.revoke_user(7) == 1
+
+
+def test_a_session_gone_but_still_indexed_is_not_counted(redis, prefix):
+    store = TokenStore(redis, prefix=prefix)
+    store.issue(8, "u", "signin", "read")
+    gone = store.issue(8, "u", "signin", "read").session
+    redis.delete(f"{prefix}s:{gone.ref}")  # as if it had expired
+
+    assert redis.zcard(f"{prefix}u:8") == 2
+    assert store.session_count(8) == 1
