@@ -12,7 +12,10 @@ from flask import Flask
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, extensions, blueprints, error handlers, CLI."""
+    from signin.parsing import Request
+
     app = Flask(__name__, instance_relative_config=True)
+    app.request_class = Request
     app.config.from_object("config.Config")
     if config is not None:
         app.config.update(config)
