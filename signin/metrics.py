@@ -34,8 +34,8 @@ class Metrics:
     """One app's collectors, in a registry of its own."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-    # Histogram.labels() validates and locks on every call; a request needs only a lookup.
-    _latency_by_label: dict[tuple[str, str], Histogram] = field(default_factory=dict)
+    # labels() validates and locks on every call; a request needs only a lookup.
+    _children: dict[tuple[object, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         def counter(name: str, doc: str, *labels: str) -> Counter:
@@ -63,11 +63,11 @@ class Metrics:
             for value in values:
                 counted.labels(value)
 
-    def latency_of(self, endpoint: str, status: str) -> Histogram:
-        """Return the latency histogram of one endpoint and status class."""
-        child = self._latency_by_label.get((endpoint, status))
+    def child(self, metric: Counter | Histogram, *labels: str) -> Any:
+        """Return a metric's child for these label values (every value is a name fixed in the code)."""
+        child = self._children.get((metric, labels))
         if child is None:
-            child = self._latency_by_label[endpoint, status] = self.latency.labels(endpoint, status)
+            child = self._children[metric, labels] = metric.labels(*labels)
         return child
 
 
@@ -82,17 +82,17 @@ def count_event(event: str, outcome: str, reason: str | None, details: Mapping[s
     if metrics is None:
         return
     if event == "signin":
-        metrics.signins.labels(reason or outcome).inc()
+        metrics.child(metrics.signins, reason or outcome).inc()
     elif event in ("refresh", "refresh_reuse"):
-        metrics.refreshes.labels(reason or outcome).inc()
+        metrics.child(metrics.refreshes, reason or outcome).inc()
         if event == "refresh_reuse":
             metrics.refresh_reuse.inc()
     elif event == "signout":
-        metrics.revocations.labels("everywhere" if details.get("everywhere") else "signout").inc()
+        metrics.child(metrics.revocations, "everywhere" if details.get("everywhere") else "signout").inc()
     elif event == "revoke" and outcome == "success":
-        metrics.revocations.labels("service").inc()
+        metrics.child(metrics.revocations, "service").inc()
     elif event == "throttled" and reason:
-        metrics.throttled.labels(reason).inc()
+        metrics.child(metrics.throttled, reason).inc()
 
 
 def count_store_error(store: str) -> None:
@@ -122,7 +122,7 @@ class TimedRequests:
             request = environ.get("werkzeug.request")
             # Unrouted paths share one label, so a scanner cannot mint series.
             endpoint = getattr(request, "endpoint", None) or "unrouted"
-            self.metrics.latency_of(endpoint, f"{status[0]}xx").observe(time.perf_counter() - started)
+            self.metrics.child(self.metrics.latency, endpoint, f"{status[0]}xx").observe(time.perf_counter() - started)
             return start_response(status, headers, exc_info)
 
         return self.wsgi_app(environ, start_timed)
