@@ -42,7 +42,7 @@ CONCURRENCY = (1, 2, 4, 8)
 SESSIONS_PER_USER = 2
 MAX_SESSION_BYTES = 400
 # Each endpoint alternates with the Redis ceiling this many times; the median ratio is judged.
-PAIRS = 3
+PAIRS = 5
 
 
 @dataclass(frozen=True)
@@ -72,8 +72,8 @@ PHASES = (
     "revoke",
     "scaling",
 )
-FULL = Plan(10, 10, 15, 100_000, (10_000, 1_000_000), (1, 100, 10_000), 3, 15_000, 200)
-QUICK = Plan(1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 3_000, 40)
+FULL = Plan(10, 10, 15, 100_000, (10_000, 1_000_000), (1, 100, 10_000), 3, 40_000, 200)
+QUICK = Plan(1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 8_000, 40)
 
 
 class Bench:
