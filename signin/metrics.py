@@ -99,7 +99,7 @@ def count_store_error(store: str) -> None:
     """Count a request refused because ``store`` (redis or database) was out of reach."""
     metrics = _metrics()
     if metrics is not None:
-        metrics.store_errors.labels(store).inc()
+        metrics.child(metrics.store_errors, store).inc()
 
 
 class TimedRequests:

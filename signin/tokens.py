@@ -39,7 +39,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -270,15 +270,12 @@ class TokenStore:
         now_ms = int(self.clock() * 1000)
         now = now_ms // 1000
         key, digests = self._session_key(ref), (digest(access), digest(refresh))
-        script = ("EVAL", ROTATE, 1, key, presented, *digests, now, now_ms, self.access_ttl, self._lifetime())
-        with self.redis.pipeline(transaction=False) as pipe:
-            # Not pipe.eval(): Redis Cluster's pipeline has no such method.
-            pipe.execute_command(*script)
-            self._wait(pipe)
-            results = pipe.execute()
-        if results[0] is None:
+        reply, replicated = self._write(
+            "EVAL", ROTATE, 1, key, presented, *digests, now, now_ms, self.access_ttl, self._lifetime()
+        )
+        if reply is None:
             raise RefreshRejected("unknown")
-        rotated, value, *written = results[0]
+        rotated, value, *written = reply
         old = Session.load(ref, value)
         if not rotated:
             self._refuse(old, presented, now_ms)
@@ -291,7 +288,6 @@ class TokenStore:
             previous_refresh_digest=old.refresh_digest,
             rotated_at_ms=now_ms,
         )
-        replicated = self._replicated(results)
         if replicated and self._index_score(new) != self._index_score(old):
             with self.redis.pipeline(transaction=False) as pipe:
                 self._index(pipe, new)
@@ -386,6 +382,16 @@ class TokenStore:
         # One script, not four commands: a pipeline costs redis-py per command.
         key, score = self._user_key(session.user_id), self._index_score(session)
         pipe.execute_command("EVAL", INDEX, 1, key, session.ref, score, session.issued_at)
+
+    def _write(self, *command: object) -> tuple[Any, bool]:
+        """Run one write command; return its reply and whether enough replicas acknowledged it."""
+        if not self.min_replicas:
+            return self.redis.execute_command(*command), True
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*command)
+            self._wait(pipe)
+            results = pipe.execute()
+        return results[0], self._replicated(results)
 
     def _wait(self, pipe: Redis) -> None:
         # Last in the pipeline: the offset WAIT waits for covers every write before it.
