@@ -83,8 +83,14 @@ def find_wrk() -> str | None:
     return shutil.which("wrk")
 
 
-def run_wrk(wrk: str, port: int, request: Request, connections: int, seconds: float) -> LoadResult:
-    """Run wrk (one thread, ``connections`` keep-alive connections) for ``seconds``."""
+def run_wrk(
+    wrk: str, port: int, request: Request, connections: int, seconds: float, bodies: Path | None = None
+) -> LoadResult:
+    """Run wrk (one thread, ``connections`` keep-alive connections) for ``seconds``.
+
+    With ``bodies`` (a file, one body per line), each request sends the next one
+    instead of ``request.body``: one-shot credentials, each sent once.
+    """
     headers = [arg for name, value in request.headers.items() for arg in ("-H", f"{name}: {value}")]
     command = [
         wrk,
@@ -101,6 +107,8 @@ def run_wrk(wrk: str, port: int, request: Request, connections: int, seconds: fl
     env = dict(os.environ, BENCH_METHOD=request.method, BENCH_MAX=str(MAX_RATE * seconds))
     if request.body is not None:
         env["BENCH_BODY"] = request.body.decode()
+    if bodies is not None:
+        env["BENCH_BODIES"] = str(bodies)
     out = subprocess.run(  # noqa: S603 - wrk with our arguments
         command,
         env=env,

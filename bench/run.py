@@ -298,7 +298,7 @@ class Bench:
             )
 
     def endpoints(self) -> None:
-        """Load me, introspect (wrk where installed) and refresh (Python: one-shot tokens)."""
+        """Load me, introspect and refresh (each refresh token sent once) with wrk where installed."""
         print("== token endpoints", flush=True)
         token = self.sign_in()
         bearer = {"Authorization": f"Bearer {token['access_token']}"}
@@ -335,12 +335,20 @@ class Bench:
 
         def refresh(seconds: float) -> LoadResult:
             run_python(self.signin.port, next_refresh, 1, 0.3, limit=20)
-            result = run_python(self.signin.port, next_refresh, CONNECTIONS, seconds)
+            if self.wrk:
+                bodies = self.workdir / "refresh-bodies.txt"
+                bodies.write_text("".join(f"{request.body.decode()}\n" for request in pool))
+                result = run_wrk(self.wrk, self.signin.port, pool[0], CONNECTIONS, seconds, bodies=bodies)
+                # A token sent is spent, answered or not: skip those in flight at the end too.
+                for _ in range(min(len(pool), result.requests + result.errors + 2 * CONNECTIONS)):
+                    pool.popleft()
+            else:
+                result = run_python(self.signin.port, next_refresh, CONNECTIONS, seconds)
             if not pool:
                 print(f"  (refresh pool of {self.plan.refresh_pool} ran dry after {result.seconds:.1f} s)")
             return result
 
-        self.paired("POST refresh (each token once)", refresh, "python", 0.6)
+        self.paired("POST refresh (each token once)", refresh, self.tool, 0.6)
 
     def paired(self, name: str, run: Callable[[float], LoadResult], tool: str, low: float) -> None:
         """Alternate the Redis ceiling and an endpoint PAIRS times; judge the median pair (the box is noisy)."""
@@ -496,7 +504,7 @@ class Bench:
             method=self.method,
             waitress_threads=THREADS,
             connections=CONNECTIONS,
-            tool=f"{self.tool} for fixed requests; python for sign-in, refresh, enumeration",
+            tool=f"{self.tool} for me, introspect and refresh; python for sign-in and enumeration",
             # All load comes from one address, which the limits would refuse.
             throttling="off (RATELIMIT_ENABLED=false)",
         )
