@@ -38,7 +38,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from redis import Redis
@@ -279,15 +279,7 @@ class TokenStore:
         old = Session.load(ref, value)
         if not rotated:
             self._refuse(old, presented, now_ms)
-        new = replace(
-            old,
-            issued_at=now,
-            expires_at=now + self.access_ttl,
-            access_digest=digests[0],
-            refresh_digest=digests[1],
-            previous_refresh_digest=old.refresh_digest,
-            rotated_at_ms=now_ms,
-        )
+        new = Session.load(ref, written[0])
         if replicated and self._index_score(new) != self._index_score(old):
             with self.redis.pipeline(transaction=False) as pipe:
                 self._index(pipe, new)
