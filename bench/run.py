@@ -87,7 +87,7 @@ class Bench:
         self.cores = len(os.sched_getaffinity(0))
         self.method = Config.SIGNIN_PASSWORD_METHOD
         self.hash_seconds = 0.0
-        self.ceiling: dict[tuple[str, str], LoadResult] = {}
+        self.ceiling: dict[str, LoadResult] = {}
         self.figures: list[Figure] = []
         self.data: dict = {}
         self.chart_signin: list[tuple[int, float, float]] = []
@@ -95,6 +95,11 @@ class Bench:
         # The Redis ceiling app stays up from the ceilings phase on, to pair with each endpoint.
         self.stack = contextlib.ExitStack()
         self.redis_ceiling_port = 0
+
+    @property
+    def pair_seconds(self) -> float:
+        """Each half of an alternating pair runs this long."""
+        return max(1.0, self.plan.load_seconds / 2)
 
     @property
     def tool(self) -> str:
@@ -268,34 +273,27 @@ class Bench:
         )
 
     def ceilings(self) -> None:
-        """Measure bare Flask and Flask + one Redis GET on the same waitress settings, with each tool."""
+        """Measure bare Flask and Flask + one Redis GET on the same waitress settings and load tool."""
         print("== framework ceilings", flush=True)
         self.redis.client.set(ceilings.KEY, json.dumps([1, "bench", "signin", "read write", 0, 0, "x" * 22, "x" * 22]))
         request = Request("GET", "/")
         for kind in ("bare", "redis"):
             port = self.stack.enter_context(servers.ceiling_server(self.workdir, kind, self.redis.url, THREADS))
-            run_python(port, lambda: request, 1, 0.3, limit=20)
-            if self.wrk:
-                self.ceiling[kind, "wrk"] = run_wrk(self.wrk, port, request, CONNECTIONS, self.plan.load_seconds)
-            # The refresh run needs the Python generator, so its ceilings are measured with it too.
-            self.ceiling[kind, "python"] = run_python(port, lambda: request, CONNECTIONS, self.plan.load_seconds)
+            self.ceiling[kind] = self.load(port, request)
             if kind == "redis":
                 self.redis_ceiling_port = port
-        self.data["ceilings"] = {
-            f"{kind} ({tool})": dict(asdict(r), rps=r.rps) for (kind, tool), r in self.ceiling.items()
-        }
-        for tool in ("wrk", "python") if self.wrk else ("python",):
-            bare, redis = self.ceiling["bare", tool], self.ceiling["redis", tool]
-            self.add(Figure("bare Flask JSON ceiling", str(bare).rsplit(" (", 1)[0], "-", None, tool=tool))
-            self.add(
-                Figure(
-                    "Flask + 1 Redis GET ceiling",
-                    str(redis).rsplit(" (", 1)[0],
-                    f"bare {bare.rps:,.0f} req/s",
-                    redis.rps / bare.rps,
-                    tool=tool,
-                )
+        self.data["ceilings"] = {f"{kind} ({r.tool})": dict(asdict(r), rps=r.rps) for kind, r in self.ceiling.items()}
+        bare, redis = self.ceiling["bare"], self.ceiling["redis"]
+        self.add(Figure("bare Flask JSON ceiling", str(bare).rsplit(" (", 1)[0], "-", None, tool=bare.tool))
+        self.add(
+            Figure(
+                "Flask + 1 Redis GET ceiling",
+                str(redis).rsplit(" (", 1)[0],
+                f"bare {bare.rps:,.0f} req/s",
+                redis.rps / bare.rps,
+                tool=redis.tool,
             )
+        )
 
     def endpoints(self) -> None:
         """Load me, introspect and refresh (each refresh token sent once) with wrk where installed."""
@@ -352,13 +350,12 @@ class Bench:
 
     def paired(self, name: str, run: Callable[[float], LoadResult], tool: str, low: float) -> None:
         """Alternate the Redis ceiling and an endpoint PAIRS times; judge the median pair (the box is noisy)."""
-        seconds = max(1.0, self.plan.load_seconds / 2)
         ceiling_request = Request("GET", "/")
         pairs = []
         wrk = self.wrk if tool == "wrk" else None
         for _ in range(PAIRS):
-            ceiling = run_load(wrk, self.redis_ceiling_port, ceiling_request, CONNECTIONS, seconds)
-            result = run(seconds)
+            ceiling = run_load(wrk, self.redis_ceiling_port, ceiling_request, CONNECTIONS, self.pair_seconds)
+            result = run(self.pair_seconds)
             pairs.append((result.rps / ceiling.rps, result, ceiling))
         pairs.sort(key=lambda pair: pair[0])
         _, result, ceiling = pairs[len(pairs) // 2]
@@ -369,7 +366,7 @@ class Bench:
 
     def endpoint(self, name: str, result: LoadResult, low: float, redis: LoadResult) -> None:
         """Judge an endpoint against the Redis ceiling measured beside it; note its share of the bare one."""
-        bare = self.ceiling["bare", result.tool]
+        bare = self.ceiling["bare"]
         self.data.setdefault("endpoints", {})[name] = dict(asdict(result), rps=result.rps)
         self.chart_endpoints.append((f"{name.split(' (')[0]}\n({result.tool})", result.rps, redis.rps, bare.rps))
         text = f"Redis GET {redis.rps:,.0f} req/s (median of {PAIRS} alternating pairs)"
@@ -461,14 +458,13 @@ class Bench:
         key = f"{Config.SIGNIN_REDIS_PREFIX}s:{session_ref(token.split('.')[0])}"
         many_db.set(key, few_db.get(key), px=few_db.pttl(key))
         me = Request("GET", f"{API}/me/", headers={"Authorization": f"Bearer {token}"})
-        seconds = max(1.0, self.plan.load_seconds / 2)
         pairs = []
         try:
             for _ in range(PAIRS):
-                few = self.load(self.signin.port, me, 1, seconds)
+                few = self.load(self.signin.port, me, 1, self.pair_seconds)
                 few_db.swapdb(0, 1)
                 try:
-                    lots = self.load(self.signin.port, me, 1, seconds)
+                    lots = self.load(self.signin.port, me, 1, self.pair_seconds)
                 finally:
                     few_db.swapdb(0, 1)
                 pairs.append((lots.p50_ms / few.p50_ms, few, lots))
