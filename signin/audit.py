@@ -68,8 +68,10 @@ def about(session: Session | None) -> dict[str, object]:
 
 def request_id() -> str:
     """Return the current request's id: its ``X-Request-ID`` if short and plain, else one made for it."""
-    # Made here only for a request that bypassed the middleware (test_request_context).
-    return request.environ.setdefault(REQUEST_ID_KEY, made_request_id())
+    environ = request.environ
+    if REQUEST_ID_KEY not in environ:  # a request that bypassed the middleware (test_request_context)
+        environ[REQUEST_ID_KEY] = made_request_id()
+    return environ[REQUEST_ID_KEY]
 
 
 def made_request_id() -> str:
