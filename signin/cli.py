@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import queue
 import secrets
+import signal
 import sys
+from logging.handlers import QueueHandler, QueueListener
 
 import click
 from flask import Flask
@@ -155,23 +159,44 @@ def remove_service(name: str) -> None:
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, threads: int) -> None:
-    """Serve the API with waitress; audit lines go to standard error."""
-    import logging
-
+    """Serve the API with waitress; audit lines go to standard error. SIGTERM stops it gracefully."""
     import waitress
     from flask import current_app
 
     from signin import freeze_startup_heap
 
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    writer = _log_through_a_queue()
+    # waitress treats SystemExit as a stop: it lets requests in flight finish (up to 5 s).
+    signal.signal(signal.SIGTERM, _exit)
+    app = current_app._get_current_object()
+    freeze_startup_heap()
+    click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
+    try:
+        waitress.serve(app, host=host, port=port, threads=threads, ident="signin")
+    finally:
+        writer.stop()  # writes every line still queued
+
+
+def _log_through_a_queue() -> QueueListener:
+    """Log through a queue that one thread writes to standard error; return that writer, started.
+
+    A request thread then only queues its line (the logging cookbook's answer
+    to handlers that block): a write to standard error would hand the GIL to
+    another thread mid-request, and under load win it back only much later.
+    """
+    lines: queue.SimpleQueue = queue.SimpleQueue()
+    logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[QueueHandler(lines)])
     # Lines are bare messages, so skip what no line shows (the logging HOWTO's
     # "Optimization" section): the caller's frame alone is a tenth of an audit line.
     logging._srcfile = None
     logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    app = current_app._get_current_object()
-    freeze_startup_heap()
-    click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
-    waitress.serve(app, host=host, port=port, threads=threads, ident="signin")
+    writer = QueueListener(lines, logging.StreamHandler())
+    writer.start()
+    return writer
+
+
+def _exit(signum: int, frame: object) -> None:
+    sys.exit(0)
 
 
 def init_app(app: Flask) -> None:

@@ -52,9 +52,27 @@ def wait_until_serving(process: subprocess.Popen, port: int, log: Path) -> None:
         time.sleep(0.1)
 
 
+def start_serving(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
+    """Start ``signin serve`` on the port, its output going to the log file; return once it answers."""
+    command = [SIGNIN_COMMAND, "serve", "--port", str(port), "--threads", "4"]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+    wait_until_serving(process, port, log)
+    return process
+
+
+def stop(process: subprocess.Popen) -> None:
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(10)
+
+
 @pytest.fixture(scope="module")
-def ports(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
-    """Start two servers sharing a fresh SQLite file and the session's Redis; stop them afterwards."""
+def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The environment of servers sharing a fresh SQLite file, holding alice, and the session's Redis."""
     prefix = f"test:{uuid.uuid4().hex}:"
     directory = tmp_path_factory.mktemp("processes")
     env = {
@@ -75,30 +93,26 @@ def ports(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         capture_output=True,
         timeout=60,
     )
+    yield env
+    redis = direct_client(redis_url)
+    for key in redis.scan_iter(match=prefix + "*"):
+        redis.delete(key)
+    close_client(redis)
+
+
+@pytest.fixture(scope="module")
+def ports(env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, int]]:
+    """Start two servers on the same stores; stop them afterwards."""
+    directory = tmp_path_factory.mktemp("logs")
     processes: list[subprocess.Popen] = []
     try:
         ports = (free_port(), free_port())
-        logs = [directory / f"serve-{port}.log" for port in ports]
-        for port, log in zip(ports, logs, strict=True):
-            command = [SIGNIN_COMMAND, "serve", "--port", str(port), "--threads", "4"]
-            with log.open("wb") as output:
-                processes.append(subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT))
-        for process, port, log in zip(processes, ports, logs, strict=True):
-            wait_until_serving(process, port, log)
+        for port in ports:
+            processes.append(start_serving(env, port, directory / f"serve-{port}.log"))
         yield ports
     finally:
         for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(10)
-        redis = direct_client(redis_url)
-        for key in redis.scan_iter(match=prefix + "*"):
-            redis.delete(key)
-        close_client(redis)
+            stop(process)
 
 
 def signin(port: int) -> dict:
@@ -140,3 +154,19 @@ def test_a_signout_on_one_process_ends_the_session_on_the_other(ports):
     assert call(other, "GET", ME, token=token["access_token"])[0] == 401
     assert call(other, "GET", ME, token=elsewhere["access_token"])[0] == 401
     assert call(other, "POST", REFRESH, {"refresh_token": elsewhere["refresh_token"]})[0] == 401
+
+
+def test_sigterm_stops_the_server_cleanly_with_every_audit_line_written(env, tmp_path):
+    port, log = free_port(), tmp_path / "serve.log"
+    process = start_serving(env, port, log)
+    try:
+        token = signin(port)
+        assert call(port, "POST", SIGNOUT, token=token["access_token"])[0] == 204
+
+        process.terminate()
+        assert process.wait(10) == 0
+    finally:
+        stop(process)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [(line["event"], line["outcome"]) for line in lines] == [("signin", "success"), ("signout", "success")]
