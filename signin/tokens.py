@@ -39,7 +39,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 from redis import Redis
 from redis.cluster import RedisCluster
@@ -119,9 +119,12 @@ def _split(token: str) -> tuple[str, str] | None:
     return (session_ref(match[1]), digest(match[2])) if match else None
 
 
-@dataclass(frozen=True)
-class Session:
-    """A session as Redis holds it: whose it is, and the digests of its live tokens."""
+class Session(NamedTuple):
+    """A session as Redis holds it: whose it is, and the digests of its live tokens.
+
+    A named tuple, not a frozen dataclass: one is built on every token check,
+    and a tuple is built several times faster.
+    """
 
     ref: str  # digest of the selector: the session's key
     user_id: int
