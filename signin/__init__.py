@@ -26,9 +26,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Every route answers with and without its trailing slash, never by redirect.
     app.url_map.strict_slashes = False
 
-    from signin import audit, auth, cli, errors, metrics, throttle
+    from signin import auth, cli, errors, metrics, throttle
     from signin.account import bp as account_bp
     from signin.extensions import db, redis_client
+    from signin.headers import AnswerHeaders
     from signin.health import bp as health_bp
     from signin.openapi import bp as openapi_bp
 
@@ -37,7 +38,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     auth.init_app(app, app.extensions["redis"].client)
     errors.init_app(app)
     metrics.init_app(app)
-    audit.init_app(app)
+    app.wsgi_app = AnswerHeaders(app.wsgi_app)
     throttle.init_app(app)
     cli.init_app(app)
     app.register_blueprint(account_bp)

@@ -29,14 +29,6 @@ def no_content() -> Response:
     return response
 
 
-@bp.after_request
-def _never_cache(response: Response) -> Response:
-    # Tokens and account data must not sit in any cache (RFC 6749 5.1).
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
-    return response
-
-
 def token_response(issued: IssuedTokens) -> dict:
     """Serialize a fresh token pair in the seed's shape."""
     session = issued.session
