@@ -12,6 +12,7 @@ from flask import Flask
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, extensions, blueprints, error handlers, CLI."""
+    from signin.json_provider import CompactJSON
     from signin.parsing import Request
 
     app = Flask(__name__, instance_relative_config=True)
@@ -22,7 +23,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "signin.db")
-    app.json.sort_keys = False
+    app.json = CompactJSON(app)
     # Every route answers with and without its trailing slash, never by redirect.
     app.url_map.strict_slashes = False
 
