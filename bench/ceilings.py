@@ -11,6 +11,9 @@ import redis
 import waitress
 from flask import Flask
 
+from signin import freeze_startup_heap
+from signin.cli import log_to_standard_error
+
 # The Redis app reads this key; the benchmark stores a session-sized value in it.
 KEY = "bench:ceiling"
 
@@ -39,15 +42,24 @@ def redis_app(url: str) -> Flask:
 
 
 def main() -> None:
-    """Serve one of the apps with waitress, on the settings ``signin serve`` uses."""
+    """Serve one of the apps with waitress, on the settings ``signin serve`` uses.
+
+    Its process settings too (how lines are logged, the startup heap frozen),
+    so a ceiling is one: only the request path differs.
+    """
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("kind", choices=["bare", "redis"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
+    writer = log_to_standard_error()
     app = bare_app() if args.kind == "bare" else redis_app(args.redis_url)
-    waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident="signin")
+    freeze_startup_heap()
+    try:
+        waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident="signin")
+    finally:
+        writer.stop()
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def serve(host: str, port: int, threads: int) -> None:
 
     from signin import freeze_startup_heap
 
-    writer = _log_audit_lines_through_a_queue()
+    writer = log_to_standard_error()
     # waitress treats SystemExit as a stop: it lets requests in flight finish (up to 5 s).
     signal.signal(signal.SIGTERM, _exit)
     app = current_app._get_current_object()
@@ -177,8 +177,10 @@ def serve(host: str, port: int, threads: int) -> None:
         writer.stop()  # writes every line still queued
 
 
-def _log_audit_lines_through_a_queue() -> QueueListener:
+def log_to_standard_error() -> QueueListener:
     """Print log lines to standard error, audit lines from one writer thread; return that writer, started.
+
+    ``signin serve`` runs with these settings, and so do the benchmark's ceiling apps.
 
     A request thread only queues its audit line (the logging cookbook's answer
     to handlers that block). Writing it would give the GIL away mid-request,
