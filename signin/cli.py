@@ -180,14 +180,14 @@ def serve(host: str, port: int, threads: int) -> None:
 def log_to_standard_error() -> QueueListener:
     """Print log lines to standard error, audit lines from one writer thread; return that writer, started.
 
-    ``signin serve`` runs with these settings, and so do the benchmark's ceiling apps.
-
     A request thread only queues its audit line (the logging cookbook's answer
     to handlers that block). Writing it would give the GIL away mid-request,
     and under load win it back only much later: in an A/B under waitress,
     refresh answered a quarter more requests this way. Only audit lines take
     the queue: routing waitress's own warnings there too cost GET me about
     15 %, for it wakes the writer thread under exactly that load.
+
+    ``signin serve`` runs with these settings, and so do the benchmark's ceiling apps.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # Lines are bare messages, so skip what no line shows (the logging HOWTO's
