@@ -22,7 +22,7 @@ class CompactJSON(DefaultJSONProvider):
     def __init__(self, app: Flask) -> None:
         super().__init__(app)
         self.encoder = json.JSONEncoder(
-            default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=False, separators=(",", ":")
+            default=self.default, ensure_ascii=self.ensure_ascii, sort_keys=self.sort_keys, separators=(",", ":")
         )
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
