@@ -123,7 +123,7 @@ def _parse_info(text: str) -> dict[str, str]:
     return fields
 
 
-def _wait_for(
+def wait_for(
     condition: Callable[[], bool],
     timeout: float,
     what: str,
@@ -159,7 +159,7 @@ def _kill_group(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None
     process.wait(timeout)
 
 
-def _stop_process(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+def stop_process(process: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
     """Send sig and wait up to timeout seconds for exit, then SIGKILL the group."""
     if process.poll() is not None:
         return
@@ -267,7 +267,7 @@ class _ServerProcess(_Started):
                     start_new_session=True,
                     **self._popen_options(),
                 )
-            _wait_for(
+            wait_for(
                 self._ready,
                 self.startup_timeout,
                 f"{self.name} on {HOST}:{self.port} accepting connections",
@@ -281,7 +281,7 @@ class _ServerProcess(_Started):
     def stop(self, timeout: float = 10.0) -> None:
         """Shut the server down gracefully (SIGKILL after timeout); keep its directory."""
         if self.process is not None:
-            _stop_process(self.process, self.stop_signal, timeout)
+            stop_process(self.process, self.stop_signal, timeout)
 
     def close(self) -> None:
         """Stop the server and delete its directory."""
@@ -452,7 +452,7 @@ class RedisCluster(_Started):
 
     def wait_until_ok(self, timeout: float = 30.0) -> None:
         """Wait until every node reports cluster_state:ok and knows all nodes."""
-        _wait_for(
+        wait_for(
             lambda: all(self._node_ok(node) for node in self.nodes),
             timeout,
             f"cluster {self.ports} reporting cluster_state:ok on every node",
@@ -582,7 +582,7 @@ class RedisSentinelSetup(_Started):
         try:
             self.primary.start()
             self.replica.start()
-            _wait_for(
+            wait_for(
                 lambda: self._replication_field(self.replica, "master_link_status") == "up",
                 self.timeout,
                 f"replica {self.replica.port} syncing from primary {self.primary.port}",
@@ -592,7 +592,7 @@ class RedisSentinelSetup(_Started):
                 sentinel.start()
             # A failover needs the replica known and a majority of sentinels
             # aware of each other, which they learn only through hello messages.
-            _wait_for(
+            wait_for(
                 self._sentinels_ready,
                 self.timeout,
                 "every sentinel seeing the replica and the 2 other sentinels",
@@ -620,7 +620,7 @@ class RedisSentinelSetup(_Started):
     def wait_for_failover(self, timeout: float = 15.0) -> None:
         """Wait until all running sentinels name the replica as master and it has become one."""
         expected = (HOST, self.replica.port)
-        _wait_for(
+        wait_for(
             lambda: (
                 all(self.master_address(sentinel) == expected for sentinel in self.sentinels if sentinel.running)
                 and self._replication_field(self.replica, "role") == "master"

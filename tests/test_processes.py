@@ -5,9 +5,9 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FAST_METHOD, PASSWORD, SIGNIN, close_client, direct_client
-from tests.servers import HOST, free_port
+from tests.servers import HOST, free_port, stop_process, wait_for
 
 SIGNIN_COMMAND = str(Path(sys.executable).with_name("signin"))
 ME = "/api/v2/account/me/"
@@ -39,35 +39,29 @@ def call(port: int, method: str, path: str, body: dict | None = None, token: str
     return response.status, json.loads(data) if data else {}
 
 
-def wait_until_serving(process: subprocess.Popen, port: int, log: Path) -> None:
-    deadline = time.monotonic() + STARTUP_DEADLINE
-    while True:
-        assert process.poll() is None, f"signin serve exited with code {process.returncode}:\n{log.read_text()}"
-        try:
-            if call(port, "GET", "/healthz")[0] == 200:
-                return
-        except OSError:
-            pass
-        assert time.monotonic() < deadline, f"signin serve on port {port} did not answer /healthz"
-        time.sleep(0.1)
-
-
 def start_serving(env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
     """Start ``signin serve`` on the port, its output going to the log file; return once it answers."""
     command = [SIGNIN_COMMAND, "serve", "--port", str(port), "--threads", "4"]
     with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
-    wait_until_serving(process, port, log)
+        # Own process group, so stop_process can kill it whole should SIGTERM not end it.
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: answers(port), STARTUP_DEADLINE, f"signin serve on {HOST}:{port}", process=process, log=log)
+    except BaseException:
+        stop(process)
+        raise
     return process
 
 
-def stop(process: subprocess.Popen) -> None:
-    process.terminate()
+def answers(port: int) -> bool:
     try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(10)
+        return call(port, "GET", "/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def stop(process: subprocess.Popen) -> None:
+    stop_process(process, signal.SIGTERM, 10)
 
 
 @pytest.fixture(scope="module")
