@@ -12,7 +12,8 @@ billion sessions, and a shared key would refuse a token, never admit one).
 - ``p s:<digest(selector)>``: the session, one JSON record holding who it
   belongs to and the digests of its current access and refresh verifiers (and,
   once rotated, of the refresh verifier before them, to recognise reuse). Its
-  TTL is the longer token lifetime; the access token's expiry is in the record.
+  TTL is the longer token lifetime; the access token's expiry is in the record,
+  and the refresh token's is its issue time plus its lifetime.
 - ``p u:<user id>``: a sorted set of the user's session keys' digests, scored
   by expiry rounded up (so most rotations leave it alone), for
   signout-everywhere; expired entries are pruned on each write, and the set
@@ -67,11 +68,12 @@ local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 return redis.call('EXPIREAT', KEYS[1], last[2] + 1)
 """
 
-# Rotate a session whose current refresh digest is ARGV[1]: new access and
-# refresh digests (ARGV[2], ARGV[3]), issued at ARGV[4] s = ARGV[5] ms, the
-# access token living ARGV[6] s and the key ARGV[7] s. Returns {1, record as
-# it was, record as it is} if rotated, {0, record} if not, nothing if there
-# is no session.
+# Rotate a session whose current refresh digest is ARGV[1], issued less than
+# ARGV[8] s ago: new access and refresh digests (ARGV[2], ARGV[3]), issued at
+# ARGV[4] s = ARGV[5] ms, the access token living ARGV[6] s and the key
+# ARGV[7] s. Returns {1, record as it was, record as it is} if rotated,
+# {0, record} if the digest is another, nothing if there is no session or
+# its refresh token has expired.
 # Lua compares interned strings by identity, so the time taken does not
 # depend on how much of a digest matches.
 ROTATE = """
@@ -80,6 +82,7 @@ if not value then return false end
 local s = cjson.decode(value)
 if s[8] ~= ARGV[1] then return {0, value} end
 local now = tonumber(ARGV[4])
+if now >= s[5] + tonumber(ARGV[8]) then return false end
 s[5], s[6], s[7], s[8], s[9], s[10] = now, now + tonumber(ARGV[6]), ARGV[2], ARGV[3], s[8], tonumber(ARGV[5])
 local rotated = cjson.encode(s)
 redis.call('SET', KEYS[1], rotated, 'EX', ARGV[7])
@@ -248,14 +251,21 @@ class TokenStore:
             return None
         return session if session.expires_at > self.clock() else None
 
-    def resolve_any(self, token: str) -> Session | None:
-        """Return the session of a live access or unspent refresh token, in one round trip."""
+    def resolve_any(self, token: str) -> tuple[Session, int] | None:
+        """Return the session of a live access or unspent refresh token, and when that token expires.
+
+        One round trip.
+        """
         session, presented = self._find(token)
         if session is None:
             return None
         if hmac.compare_digest(session.access_digest, presented):
-            return session if session.expires_at > self.clock() else None
-        return session if hmac.compare_digest(session.refresh_digest, presented) else None
+            expires_at = session.expires_at
+        elif hmac.compare_digest(session.refresh_digest, presented):
+            expires_at = session.issued_at + self.refresh_ttl  # the key may outlive it
+        else:
+            return None
+        return (session, expires_at) if expires_at > self.clock() else None
 
     def rotate(self, refresh_token: str) -> IssuedTokens:
         """Exchange a refresh token, exactly once, for a new pair of the same session, in one round trip.
@@ -274,7 +284,17 @@ class TokenStore:
         now = now_ms // 1000
         key, digests = self._session_key(ref), (digest(access), digest(refresh))
         reply, replicated = self._write(
-            "EVAL", ROTATE, 1, key, presented, *digests, now, now_ms, self.access_ttl, self._lifetime()
+            "EVAL",
+            ROTATE,
+            1,
+            key,
+            presented,
+            *digests,
+            now,
+            now_ms,
+            self.access_ttl,
+            self._lifetime(),
+            self.refresh_ttl,
         )
         if reply is None:
             raise RefreshRejected("unknown")
@@ -355,7 +375,7 @@ class TokenStore:
         return (Session.load(parts[0], value) if value else None), parts[1]
 
     def _lifetime(self) -> int:
-        # From the last issue or rotation; the refresh token's expiry is the key's.
+        # From the last issue or rotation, the key lives as long as the longer-lived of its two tokens.
         return max(self.access_ttl, self.refresh_ttl)
 
     def _ttl(self, session: Session) -> int:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from signin.tokens import TokenStore, digest, session_ref
+from signin.tokens import RefreshRejected, TokenStore, digest, session_ref
 from tests.conftest import Accounts
 
 REFRESH = "/api/v2/account/refresh/"
@@ -237,6 +237,24 @@ def test_rotations_move_the_user_index_only_when_its_rounded_expiry_moves(redis,
     assert moved == [(session.ref, start + 950)]  # expiry start + 860
     assert redis.ttl(index) >= redis.ttl(f"{prefix}s:{session.ref}")
     assert store.revoke_user(7) == 1
+
+
+def test_a_refresh_token_shorter_lived_than_its_access_token_expires_on_time(redis, prefix):
+    # The key lives as long as the access token; the refresh token must still die at its own expiry.
+    now = [time.time()]
+    store = TokenStore(redis, prefix=prefix, access_ttl=3600, refresh_ttl=900, clock=lambda: now[0])
+    issued = store.issue(9, "u", "signin", "read")
+    now[0] += 899
+    assert store.resolve_any(issued.refresh_token) == (issued.session, issued.session.issued_at + 900)
+
+    now[0] += 1
+
+    assert store.resolve_any(issued.refresh_token) is None
+    with pytest.raises(RefreshRejected) as refused:
+        store.rotate(issued.refresh_token)
+    assert refused.value.reason == "unknown"
+    assert store.resolve(issued.access_token) == issued.session  # the access token lives on
+    assert redis.get(f"{prefix}s:{issued.session.ref}") == issued.session.dump()
 
 
 def test_a_session_gone_but_still_indexed_is_not_counted(redis, prefix):

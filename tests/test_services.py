@@ -6,6 +6,8 @@ import base64
 
 import pytest
 
+from tests.conftest import Accounts
+
 INTROSPECT = "/api/v2/account/introspect/"
 REVOKE = "/api/v2/account/revoke/"
 ME = "/api/v2/account/me/"
@@ -55,6 +57,21 @@ def test_introspecting_a_live_refresh_token(client, accounts, alice, service):
     body = client.post(INTROSPECT, headers=service, json={"token": token["refresh_token"]}).get_json()
 
     assert (body["active"], body["username"], body["exp"] - body["iat"]) == (True, "alice", 604800)
+
+
+@pytest.mark.parametrize(("access_ttl", "refresh_ttl"), [(900, 3600), (3600, 900)])
+def test_introspection_reports_the_presented_tokens_own_expiry(make_app, access_ttl, refresh_ttl):
+    app = make_app({"SIGNIN_ACCESS_TOKEN_TTL": access_ttl, "SIGNIN_REFRESH_TOKEN_TTL": refresh_ttl})
+    client = app.test_client()
+    Accounts(app, client).create("bob")
+    token = Accounts(app, client).signin("bob")
+    service = basic("billing", app.test_cli_runner().invoke(args=["services", "add", "billing"]).output.split()[-1])
+
+    access = client.post(INTROSPECT, headers=service, json={"token": token["access_token"]}).get_json()
+    refresh = client.post(INTROSPECT, headers=service, json={"token": token["refresh_token"]}).get_json()
+
+    assert (access["active"], access["exp"] - access["iat"]) == (True, access_ttl)
+    assert (refresh["active"], refresh["exp"] - refresh["iat"]) == (True, refresh_ttl)
 
 
 @pytest.mark.parametrize("token", ["x" * 43, "garbage", "é"])

@@ -111,9 +111,10 @@ def me() -> dict:
 def introspect() -> dict:
     """Tell a registered service whether a token is live, and whose it is (RFC 7662)."""
     data = load(TOKEN_REQUEST)
-    session = token_store().resolve_any(data["token"])
-    if session is None:
+    live = token_store().resolve_any(data["token"])
+    if live is None:
         return {"active": False}
+    session, expires_at = live
     return {
         "active": True,
         "sub": str(session.user_id),
@@ -121,7 +122,7 @@ def introspect() -> dict:
         "client_id": session.client_id,
         "scope": session.scope,
         "token_type": "Bearer",
-        "exp": session.expires_at,
+        "exp": expires_at,
         "iat": session.issued_at,
     }
 
