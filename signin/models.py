@@ -17,6 +17,19 @@ def username_key(username: str) -> str:
     return unicodedata.normalize("NFKC", folded)
 
 
+def storable(text: str) -> bool:
+    """Tell whether text can be stored and hashed: valid Unicode, without NUL.
+
+    JSON can carry lone surrogates (``"\\ud800"``), which no UTF-8 encoder
+    accepts, and PostgreSQL refuses NUL in text.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in text
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 

@@ -32,6 +32,8 @@ class Request(flask.Request):
                 fields = json.loads(data)
             except ValueError:
                 raise InvalidRequest("The body is not valid JSON.") from None
+            except RecursionError:
+                raise InvalidRequest("The JSON body is nested too deeply.") from None
             if not isinstance(fields, dict):
                 raise InvalidRequest("The JSON body must be an object.")
             return fields

@@ -6,6 +6,8 @@ import hashlib
 import subprocess
 import sys
 
+import pytest
+
 from signin.extensions import db
 from signin.models import Service, User
 from tests.conftest import PASSWORD, SIGNIN
@@ -45,6 +47,16 @@ def test_users_create_refuses_a_taken_name(runner, alice):
 
     assert result.exit_code == 1
     assert "already exists" in result.output
+
+
+@pytest.mark.parametrize("name", ["", "a" * 151, "dora\x00", "dora\udcff"])
+def test_users_create_refuses_a_name_that_is_no_username(app, runner, name):
+    result = runner.invoke(args=["users", "create", name, "--password-stdin"], input="x\n")
+
+    assert result.exit_code == 2
+    assert "a username is 1 to 150 characters of valid text, without NUL" in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(User.id).limit(1)) is None
 
 
 def test_users_create_refuses_an_empty_password(runner):

@@ -10,7 +10,7 @@ import pytest
 from signin.models import User
 from signin.passwords import hash_password
 from signin.tokens import digest, session_ref
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, UNSTORABLE, Accounts
 
 # A selector naming the session (128 bits) and a verifier proving the token (256 bits).
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")
@@ -148,6 +148,9 @@ def test_refusal_bodies_are_byte_identical(client, accounts, alice):
         ({"username": None, "password": PASSWORD}, {"username": ["Field may not be null."]}),
         ({"username": "alice", "password": PASSWORD, "client_id": "other"}, {"client_id": ["Unknown client."]}),
         ({"username": "alice", "password": PASSWORD, "scope": ""}, {"scope": ["Length must be between 1 and 1000."]}),
+        ({"username": "\ud800", "password": PASSWORD}, {"username": [UNSTORABLE]}),
+        ({"username": "ali\x00ce", "password": PASSWORD}, {"username": [UNSTORABLE]}),
+        ({"username": "alice", "password": "pass\udfff"}, {"password": [UNSTORABLE]}),
     ],
 )
 def test_invalid_fields_are_400_with_fields(client, alice, body, fields):
@@ -168,6 +171,7 @@ def test_invalid_fields_are_400_with_fields(client, alice, body, fields):
         ('["alice", "pw"]', "The JSON body must be an object."),
         ('"alice"', "The JSON body must be an object."),
         (b"\xff\xfe", "The body is not valid JSON."),
+        ("[" * 5000 + "]" * 5000, "The JSON body is nested too deeply."),
     ],
 )
 def test_malformed_json_is_400(client, data, description):
