@@ -41,6 +41,14 @@ def _user(name: str) -> User:
     return user
 
 
+def _storable(_: click.Context, __: click.Parameter, value: str) -> str:
+    # Undecodable input arrives as lone surrogates, which no database or hash accepts.
+    if not storable(value):
+        raise click.BadParameter("a name is valid text, without NUL")
+    return value
+
+
+name_argument = click.argument("name", callback=_storable)
 password_stdin = click.option(
     "--password-stdin", is_flag=True, help="Read the password from the first line of standard input."
 )
@@ -61,12 +69,12 @@ def init_db(admin: bool) -> None:
 
 
 @users.command("create")
-@click.argument("name")
+@name_argument
 @password_stdin
 def create_user(name: str, password_stdin: bool) -> None:
     """Create a user; the password comes from a prompt or standard input."""
-    if not 1 <= len(name) <= 150 or not storable(name):
-        raise click.BadParameter("a username is 1 to 150 characters of valid text, without NUL")
+    if not 1 <= len(name) <= 150:
+        raise click.BadParameter("a username is 1 to 150 characters long")
     try:
         accounts.create_user(name, _read_password(password_stdin))
     except accounts.UsernameTaken:
@@ -75,7 +83,7 @@ def create_user(name: str, password_stdin: bool) -> None:
 
 
 @users.command("set-password")
-@click.argument("name")
+@name_argument
 @password_stdin
 def set_password(name: str, password_stdin: bool) -> None:
     """Replace a user's password."""
@@ -85,7 +93,7 @@ def set_password(name: str, password_stdin: bool) -> None:
 
 
 @users.command("disable")
-@click.argument("name")
+@name_argument
 def disable(name: str) -> None:
     """Stop a user signing in, and end every session they have."""
     user = _user(name)
@@ -96,7 +104,7 @@ def disable(name: str) -> None:
 
 
 @users.command("enable")
-@click.argument("name")
+@name_argument
 def enable(name: str) -> None:
     """Let a disabled user sign in again."""
     user = _user(name)
@@ -106,7 +114,7 @@ def enable(name: str) -> None:
 
 
 @users.command("revoke")
-@click.argument("name")
+@name_argument
 def revoke(name: str) -> None:
     """End every session a user has; they can sign in again."""
     user = _user(name)
@@ -124,7 +132,7 @@ def list_users() -> None:
 
 
 @services_group.command("add")
-@click.argument("name")
+@name_argument
 def add_service(name: str) -> None:
     """Register a service; its secret is printed once, as the last line."""
     if not 1 <= len(name) <= 100 or ":" in name:
@@ -145,7 +153,7 @@ def list_services() -> None:
 
 
 @services_group.command("remove")
-@click.argument("name")
+@name_argument
 def remove_service(name: str) -> None:
     """Forget a service; its secret stops working at once."""
     if not services.remove_service(name):

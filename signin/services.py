@@ -16,7 +16,7 @@ import time
 from flask import current_app
 
 from signin.extensions import db
-from signin.models import Service
+from signin.models import Service, storable
 
 SECRET_BYTES = 32
 # Compared against when the name is unknown, so that costs what a match does.
@@ -63,7 +63,8 @@ def verify_service(name: str, secret: str) -> bool:
     remembered = _verified().get(name)
     if remembered and remembered[1] > now and hmac.compare_digest(presented, remembered[0]):
         return True
-    stored = db.session.scalar(db.select(Service.secret_digest).filter_by(name=name))
+    # No service has a name the database cannot hold, and PostgreSQL would refuse to compare it.
+    stored = db.session.scalar(db.select(Service.secret_digest).filter_by(name=name)) if storable(name) else None
     if not hmac.compare_digest(presented, stored or _NO_DIGEST) or stored is None:
         return False
     _verified()[name] = (stored, now + current_app.config["SIGNIN_SERVICE_CACHE_SECONDS"])

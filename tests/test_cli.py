@@ -49,14 +49,39 @@ def test_users_create_refuses_a_taken_name(runner, alice):
     assert "already exists" in result.output
 
 
-@pytest.mark.parametrize("name", ["", "a" * 151, "dora\x00", "dora\udcff"])
-def test_users_create_refuses_a_name_that_is_no_username(app, runner, name):
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("", "a username is 1 to 150 characters long"),
+        ("a" * 151, "a username is 1 to 150 characters long"),
+        ("dora\x00", "a name is valid text, without NUL"),
+        ("dora\udcff", "a name is valid text, without NUL"),
+    ],
+)
+def test_users_create_refuses_a_name_no_database_can_hold(app, runner, name, message):
     result = runner.invoke(args=["users", "create", name, "--password-stdin"], input="x\n")
 
     assert result.exit_code == 2
-    assert "a username is 1 to 150 characters of valid text, without NUL" in result.output
+    assert message in result.output
     with app.app_context():
         assert db.session.scalar(db.select(User.id).limit(1)) is None
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "users set-password",
+        "users disable",
+        "users enable",
+        "users revoke",
+        "services add",
+        "services remove",
+    ],
+)
+def test_every_command_naming_a_user_or_service_refuses_a_nul(runner, command):
+    result = runner.invoke(args=[*command.split(), "dora\x00"], input="x\n")
+
+    assert (result.exit_code, "a name is valid text, without NUL" in result.output) == (2, True)
 
 
 def test_users_create_refuses_an_empty_password(runner):

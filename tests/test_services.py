@@ -107,6 +107,7 @@ def test_a_spent_refresh_token_is_inactive(client, accounts, alice, service):
         basic("nobody", "wrong"),
         basic("billing", ""),
         {"Authorization": "Basic !!!"},
+        basic("bill\x00ing", "wrong"),
         {"Authorization": "Bearer abc"},
     ],
 )
