@@ -155,7 +155,7 @@ def list_services() -> None:
 @services_group.command("remove")
 @name_argument
 def remove_service(name: str) -> None:
-    """Forget a service; its secret stops working at once."""
+    """Forget a service; running servers refuse its secret within SIGNIN_SERVICE_CACHE_SECONDS."""
     if not services.remove_service(name):
         raise click.ClickException(f"no service named {name!r}")
     click.echo(f"Removed service {name!r}.")

@@ -6,8 +6,8 @@ import logging
 
 import redis.exceptions
 import sqlalchemy.exc
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, jsonify, request
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from signin import metrics
 from signin.tokens import NotReplicated
@@ -129,7 +129,22 @@ def error_response(error: APIError) -> Response:
     return response
 
 
+def _wrong_method_across_the_slash(exc: HTTPException) -> HTTPException:
+    """Make a routing 404 a 405 if the path, its trailing slash toggled, routes other methods.
+
+    With strict slashes off, werkzeug routes ``/signin`` to the ``/signin/``
+    rule for its methods, yet answers any other method 404, not 405.
+    """
+    if not isinstance(exc, NotFound) or request.routing_exception is not exc:
+        return exc
+    path = request.path
+    toggled = path[:-1] if path.endswith("/") else f"{path}/"
+    methods = current_app.create_url_adapter(request).allowed_methods(toggled)
+    return MethodNotAllowed(methods) if methods else exc
+
+
 def _from_http_exception(exc: HTTPException) -> Response:
+    exc = _wrong_method_across_the_slash(exc)
     code = exc.code or 500
     description = exc.description
     if description == type(exc).description or code == 429:
