@@ -33,8 +33,6 @@ from tests.servers import RedisCluster
 FAST_METHOD = "pbkdf2:sha256:1000"
 PASSWORD = "correct horse battery staple"
 SIGNIN = "/api/v2/account/signin/"
-# The message of a request field that cannot be stored or hashed (a lone surrogate, a NUL).
-UNSTORABLE = "Not valid text: it holds a lone surrogate or a NUL character."
 UNAVAILABLE = {
     "error": "temporarily_unavailable",
     "error_description": "The service is temporarily unavailable; try again shortly.",

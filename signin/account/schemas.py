@@ -10,9 +10,13 @@ from signin.models import storable
 
 
 class Text(fields.String):
-    """A string that can be stored and hashed (``models.storable``)."""
+    """A string the database can hold and compare (``models.storable``)."""
 
     default_error_messages = {"unstorable": "Not valid text: it holds a lone surrogate or a NUL character."}
+
+    def __init__(self, **kwargs: object) -> None:
+        # Documents the NUL half; no JSON Schema can say "no lone surrogates".
+        super().__init__(**kwargs, metadata={"pattern": "^[^\\u0000]*$"})
 
     def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -28,9 +32,9 @@ class RequestSchema(Schema):
 
 class SigninSchema(RequestSchema):
     username = Text(required=True, validate=validate.Length(1, 150))
-    password = Text(required=True, load_only=True, validate=validate.Length(1, 1024))
-    client_id = Text(load_default=None, validate=validate.Length(1, 150))
-    scope = Text(load_default=None, validate=validate.Length(1, 1000))
+    password = fields.String(required=True, load_only=True, validate=validate.Length(1, 1024))
+    client_id = fields.String(load_default=None, validate=validate.Length(1, 150))
+    scope = fields.String(load_default=None, validate=validate.Length(1, 1000))
 
     @validates("client_id")
     def _known_client(self, value: str | None, **_: object) -> None:
@@ -39,7 +43,7 @@ class SigninSchema(RequestSchema):
 
 
 class RefreshSchema(RequestSchema):
-    refresh_token = Text(required=True, load_only=True, validate=validate.Length(1, 512))
+    refresh_token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
 
 
 class SignoutSchema(RequestSchema):
@@ -47,9 +51,9 @@ class SignoutSchema(RequestSchema):
 
 
 class TokenRequestSchema(RequestSchema):
-    token = Text(required=True, load_only=True, validate=validate.Length(1, 512))
+    token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
     # RFC 7009 2.1: a hint the server cannot use is ignored, not refused.
-    token_type_hint = Text(load_default=None, validate=validate.Length(max=64))
+    token_type_hint = fields.String(load_default=None, validate=validate.Length(max=64))
 
 
 class TokenSchema(Schema):
