@@ -24,8 +24,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         os.makedirs(app.instance_path, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "signin.db")
     app.json = CompactJSON(app)
-    # Every route answers with and without its trailing slash, never by redirect.
+    # Every route answers with and without its trailing slash, never by redirect;
+    # a doubled slash is a 404, not a redirect to the merged path.
     app.url_map.strict_slashes = False
+    app.url_map.merge_slashes = False
 
     from signin import auth, cli, errors, metrics, throttle
     from signin.account import bp as account_bp

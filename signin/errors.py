@@ -7,7 +7,7 @@ import logging
 import redis.exceptions
 import sqlalchemy.exc
 from flask import Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
 from signin import metrics
 from signin.tokens import NotReplicated
@@ -23,6 +23,7 @@ REDIS_OUTAGES = (
     redis.exceptions.TryAgainError,
     redis.exceptions.MasterDownError,
     redis.exceptions.SlotNotCoveredError,
+    redis.exceptions.OutOfMemoryError,  # at maxmemory with noeviction: reads work, writes are refused
     NotReplicated,
 )
 DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
@@ -144,6 +145,10 @@ def _wrong_method_across_the_slash(exc: HTTPException) -> HTTPException:
 
 
 def _from_http_exception(exc: HTTPException) -> Response:
+    # Raised after the view (in Flask-Limiter's after_request hook, say), an
+    # exception skips its own handler and arrives here as a 500.
+    if isinstance(exc, InternalServerError) and isinstance(exc.original_exception, REDIS_OUTAGES + DATABASE_OUTAGES):
+        return _store_outage(exc.original_exception)
     exc = _wrong_method_across_the_slash(exc)
     code = exc.code or 500
     description = exc.description
@@ -166,6 +171,14 @@ def _store_outage(exc: Exception) -> Response:
     return error_response(TemporarilyUnavailable())
 
 
+def _redis_refused(exc: redis.exceptions.ResponseError) -> Response:
+    # MISCONF: a Redis that failed to save refuses writes until an operator acts.
+    # In a pipeline, redis-py puts the command before Redis's own message.
+    if str(exc).rpartition("of pipeline caused error: ")[2].startswith("MISCONF"):
+        return _store_outage(exc)
+    return _unexpected(exc)
+
+
 def _cluster_error(exc: redis.exceptions.RedisClusterException) -> Response:
     # redis-py raises this for misuse, and for a cluster it cannot reach at all.
     if isinstance(exc.__cause__, REDIS_OUTAGES):
@@ -186,5 +199,6 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http_exception)
     for outage in REDIS_OUTAGES + DATABASE_OUTAGES:
         app.register_error_handler(outage, _store_outage)
+    app.register_error_handler(redis.exceptions.ResponseError, _redis_refused)
     app.register_error_handler(redis.exceptions.RedisClusterException, _cluster_error)
     app.register_error_handler(Exception, _unexpected)

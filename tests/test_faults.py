@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from signin import create_app
@@ -80,3 +82,47 @@ def test_an_unexpected_error_is_a_json_500(settings):
         "error": "server_error",
         "error_description": "The server failed to handle the request.",
     }
+
+
+def test_redis_lost_after_the_view_with_throttling_on_is_503(make_app, redis_server):
+    # Flask-Limiter counts a failed sign-in after the view, in an after_request hook.
+    # PROPAGATE_EXCEPTIONS off, as outside tests: Flask then hands the hook's error to the handlers.
+    app = make_app({"REDIS_URL": redis_server.url, "RATELIMIT_ENABLED": True, "PROPAGATE_EXCEPTIONS": False})
+    Accounts(app, app.test_client()).create("alice")
+    # after_request hooks run last-registered first: this one runs before Flask-Limiter's.
+    app.after_request_funcs[None].append(lambda response: redis_server.stop() or response)
+
+    response = app.test_client().post(SIGNIN, json={"username": "alice", "password": "wrong"})
+
+    assert_unavailable(response)
+
+
+def test_a_redis_that_refuses_writes_is_503_while_reads_go_on(client, accounts, alice, redis_server):
+    token = accounts.signin()
+    admin = redis_server.client()
+    admin.config_set("maxmemory-policy", "noeviction")
+    admin.config_set("maxmemory", 1)  # every write is refused (OOM), every read answered
+
+    assert_unavailable(client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
+    assert_unavailable(client.post("/api/v2/account/refresh/", json={"refresh_token": token["refresh_token"]}))
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 200
+
+    admin.config_set("maxmemory", 0)
+    assert client.post("/api/v2/account/refresh/", json={"refresh_token": token["refresh_token"]}).status_code == 200
+
+
+def test_a_redis_that_failed_to_save_is_503(make_app, tmp_path):
+    # Redis refuses writes after a failed save only where it is set to save.
+    with RedisServer(config="enable-protected-configs yes\nsave 3600 1") as server, server.client() as admin:
+        app = make_app({"REDIS_URL": server.url})
+        Accounts(app, app.test_client()).create("alice")
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        admin.config_set("dir", str(gone))
+        gone.rmdir()
+        admin.bgsave()
+        while admin.info("persistence")["rdb_bgsave_in_progress"]:
+            time.sleep(0.01)
+        assert admin.info("persistence")["rdb_last_bgsave_status"] == "err"  # writes now get MISCONF
+
+        assert_unavailable(app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}))

@@ -45,3 +45,11 @@ def test_a_path_no_route_takes_is_404_whatever_the_method(client, path):
         response = client.open(path, method=method)
 
         assert (response.status_code, response.get_json()["error"]) == (404, "not_found")
+
+
+@pytest.mark.parametrize("path", ["/api/v2//account/signin/", "/api/v2/account//me", "//healthz"])
+def test_a_doubled_slash_is_404_not_a_redirect(client, path):
+    response = client.open(path, method="POST" if "signin" in path else "GET")
+
+    assert (response.status_code, response.get_json()["error"]) == (404, "not_found")
+    assert "Location" not in response.headers
