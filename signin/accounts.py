@@ -45,6 +45,12 @@ def authenticate(username: str, password: str) -> User:
     return user
 
 
+def is_active(user_id: int) -> bool:
+    """Read afresh whether a user may sign in, in a new transaction (one begun earlier may not see a change)."""
+    db.session.commit()
+    return bool(db.session.scalar(db.select(User.is_active).filter_by(id=user_id)))
+
+
 def create_user(username: str, password: str) -> User:
     """Add a user, or raise ``UsernameTaken``."""
     if User.find(username) is not None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
 from signin.extensions import db
 from signin.models import Service, User
-from tests.conftest import PASSWORD, SIGNIN
+from tests.conftest import PASSWORD, SIGNIN, Accounts
 
 ME = "/api/v2/account/me/"
 
@@ -110,6 +112,25 @@ def test_disable_refuses_signin_and_ends_every_session(runner, client, accounts,
     assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 401
     assert runner.invoke(args=["users", "enable", "alice"]).exit_code == 0
     assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_a_user_disabled_during_a_sign_ins_password_check_keeps_no_session(make_app):
+    # A check long enough (~0.4 s here) for `users disable` to run in the middle of it.
+    app = make_app({"SIGNIN_PASSWORD_METHOD": "pbkdf2:sha256:1500000"})
+    accounts = Accounts(app, app.test_client())
+    accounts.create("alice")
+    answers = []
+    signin = threading.Thread(
+        target=lambda: answers.append(app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
+    )
+
+    signin.start()
+    time.sleep(0.1)
+    disabled = app.test_cli_runner().invoke(args=["users", "disable", "alice"])
+    signin.join()
+
+    assert (disabled.exit_code, answers[0].status_code) == (0, 401)
+    assert app.test_cli_runner().invoke(args=["users", "list"]).output == "alice\tdisabled\t0 session(s)\n"
 
 
 def test_revoke_ends_every_session_of_one_user(runner, client, accounts, alice):

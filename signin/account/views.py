@@ -51,10 +51,15 @@ def signin() -> dict:
     client_id, scope = grant(data["client_id"], data["scope"])
     try:
         user = accounts.authenticate(data["username"], data["password"])
+        issued = token_store().issue(user.id, user.username, client_id, scope)
+        if not accounts.is_active(user.id):
+            # Disabled during the password check: `users disable` may have ended
+            # the user's sessions before this one existed.
+            token_store().revoke_session(issued.session)
+            raise accounts.AuthenticationFailed("disabled")
     except accounts.AuthenticationFailed as failure:
         audit.record("signin", "failure", reason=failure.reason, username=data["username"], client_id=client_id)
         raise InvalidGrant() from None
-    issued = token_store().issue(user.id, user.username, client_id, scope)
     remember_address(user.username)
     audit.record("signin", "success", **audit.about(issued.session))
     return token_response(issued)
