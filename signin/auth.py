@@ -67,19 +67,29 @@ def require_token(*scopes: str) -> Callable:
     return decorator
 
 
+def calling_service() -> str | None:
+    """Return the registered service whose HTTP Basic credentials the request carries, if any.
+
+    Checked once a request: the throttle keys by it, then ``require_service`` demands it.
+    """
+    if "service" not in g:
+        credentials = request.authorization
+        genuine = (
+            credentials is not None
+            and credentials.type == "basic"
+            and verify_service(credentials.username or "", credentials.password or "")
+        )
+        g.service = credentials.username if genuine else None
+    return g.service
+
+
 def require_service(view: Callable) -> Callable:
-    """Demand HTTP Basic credentials of a registered service before a view runs."""
+    """Demand HTTP Basic credentials of a registered service before a view runs; ``g.service`` names it."""
 
     @functools.wraps(view)
     def wrapped(*args: Any, **kwargs: Any) -> Any:
-        credentials = request.authorization
-        if (
-            credentials is None
-            or credentials.type != "basic"
-            or not verify_service(credentials.username or "", credentials.password or "")
-        ):
+        if calling_service() is None:
             raise InvalidClient()
-        g.service = credentials.username
         return view(*args, **kwargs)
 
     return wrapped

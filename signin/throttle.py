@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from signin import audit
+from signin.auth import calling_service
 from signin.errors import APIError
 from signin.models import username_key
 from signin.parsing import body_fields
@@ -53,8 +54,9 @@ def _username_and_address() -> str:
 
 
 def _service_or_address() -> str:
-    credentials = request.authorization
-    return f"service:{credentials.username}" if credentials and credentials.username else client_address()
+    # Only a verified name: a name anyone can claim would let them spend that service's allowance.
+    service = calling_service()
+    return f"service:{service}" if service else client_address()
 
 
 def _failed(response: Response) -> bool:

@@ -149,6 +149,19 @@ def test_introspection_is_throttled_per_service(app, client):
     assert client.post(INTROSPECT, headers=headers["reports"], json={"token": "x"}).status_code == 200
 
 
+def test_a_caller_claiming_a_services_name_spends_its_addresss_allowance_not_the_services(app, client):
+    secret = app.test_cli_runner().invoke(args=["services", "add", "billing"]).output.strip().splitlines()[-1]
+    genuine = {"Authorization": "Basic " + base64.b64encode(f"billing:{secret}".encode()).decode()}
+    for name in ("billing", "billing", "billing", "reports"):
+        claimed = {"Authorization": "Basic " + base64.b64encode(f"{name}:guess".encode()).decode()}
+        response = client.post(
+            INTROSPECT, headers=claimed, json={"token": "x"}, environ_base={"REMOTE_ADDR": "10.6.6.6"}
+        )
+        assert response.status_code == (401 if name == "billing" else 429)
+
+    assert client.post(INTROSPECT, headers=genuine, json={"token": "x"}).status_code == 200
+
+
 @pytest.mark.parametrize(
     ("method", "path", "limited"),
     [
