@@ -26,7 +26,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from signin import audit
 from signin.auth import calling_service
-from signin.errors import APIError
+from signin.errors import APIError, TemporarilyUnavailable
 from signin.models import username_key
 from signin.parsing import body_fields
 from signin.redis_client import LIMITER_OPTIONS
@@ -144,10 +144,16 @@ throttle_refresh = _throttled(_limit("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "refres
 throttle_service = _throttled(_limit("SIGNIN_LIMIT_SERVICE_CALLS", "calls_per_service", key_func=_service_or_address))
 
 
-def _retry_after_at_least_one_second(response: Response) -> Response:
-    # Flask-Limiter rounds down; "Retry-After: 0" would invite an instant retry.
-    if response.status_code == 429 and int(response.headers.get("Retry-After", "0")) < 1:
-        response.headers["Retry-After"] = "1"
+def _retry_after_only_where_it_asks_to_wait(response: Response) -> Response:
+    # Flask-Limiter puts its Retry-After on every answer, a 503's own included.
+    if response.status_code == 429:
+        # It rounds down; "Retry-After: 0" would invite an instant retry.
+        if int(response.headers.get("Retry-After", "0")) < 1:
+            response.headers["Retry-After"] = "1"
+    elif response.status_code == 503:
+        response.headers["Retry-After"] = TemporarilyUnavailable.headers["Retry-After"]
+    else:
+        del response.headers["Retry-After"]
     return response
 
 
@@ -165,5 +171,5 @@ def init_app(app: Flask) -> None:
     if not app.config["RATELIMIT_ENABLED"]:
         return  # the throttled views skip the limiter; its hooks would only cost time
     # Registered before the limiter's own hook, so it runs after it.
-    app.after_request(_retry_after_at_least_one_second)
+    app.after_request(_retry_after_only_where_it_asks_to_wait)
     limiter.init_app(app)

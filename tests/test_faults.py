@@ -56,9 +56,10 @@ def test_redis_down_with_throttling_on_is_503(make_app, redis_server):
     assert app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
 
 
-def test_database_down_is_503(settings):
+@pytest.mark.parametrize("throttling", [False, True])
+def test_database_down_is_503(settings, throttling):
     url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nothing"
-    app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": url})
+    app = create_app({**settings, "SQLALCHEMY_DATABASE_URI": url, "RATELIMIT_ENABLED": throttling})
     client = app.test_client()
 
     assert_unavailable(client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}))

@@ -55,6 +55,15 @@ def assert_throttled(response):
     assert 1 <= int(response.headers["Retry-After"]) <= 60
 
 
+def test_only_a_refusal_asks_to_wait(client):
+    answers = [attempt(client), attempt(client, password="wrong")]
+
+    assert [answer.status_code for answer in answers] == [200, 401]
+    for answer in answers:
+        assert "Retry-After" not in answer.headers
+        assert answer.headers["X-RateLimit-Limit"] == "8"
+
+
 def test_every_attempt_counts_per_address(client):
     for _ in range(8):
         assert attempt(client).status_code == 200
