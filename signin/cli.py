@@ -16,7 +16,7 @@ from flask.cli import AppGroup, FlaskGroup, with_appcontext
 from signin import accounts, audit, services
 from signin.auth import token_store
 from signin.extensions import db
-from signin.models import User, storable
+from signin.models import USERNAME_KEY_LENGTH, User, storable, username_key
 
 ADMIN_PASSWORD_BYTES = 18
 
@@ -73,8 +73,8 @@ def init_db(admin: bool) -> None:
 @password_stdin
 def create_user(name: str, password_stdin: bool) -> None:
     """Create a user; the password comes from a prompt or standard input."""
-    if not 1 <= len(name) <= 150:
-        raise click.BadParameter("a username is 1 to 150 characters long")
+    if not 1 <= len(name) <= 150 or len(username_key(name)) > USERNAME_KEY_LENGTH:
+        raise click.BadParameter(f"a username is 1 to 150 characters long, and {USERNAME_KEY_LENGTH} once normalised")
     try:
         accounts.create_user(name, _read_password(password_stdin))
     except accounts.UsernameTaken:

@@ -10,6 +10,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from signin.extensions import db
 
+# Room for a name's key: folding and NFKC lengthen some characters ("ß" to "ss",
+# one Arabic ligature to 18 characters), so a few 150-character names need more.
+USERNAME_KEY_LENGTH = 600
+
 
 def username_key(username: str) -> str:
     """Return the form usernames are matched in: NFKC, case-folded, NFKC again."""
@@ -41,8 +45,7 @@ class User(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(150))
-    # Case folding can lengthen a name (e.g. "ß" becomes "ss"), hence the room.
-    username_key: Mapped[str] = mapped_column(String(600), unique=True, index=True)
+    username_key: Mapped[str] = mapped_column(String(USERNAME_KEY_LENGTH), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(512))
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=_now)

@@ -54,8 +54,9 @@ def test_users_create_refuses_a_taken_name(runner, alice):
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("", "a username is 1 to 150 characters long"),
-        ("a" * 151, "a username is 1 to 150 characters long"),
+        ("", "a username is 1 to 150 characters long, and 600 once normalised"),
+        ("a" * 151, "a username is 1 to 150 characters long, and 600 once normalised"),
+        ("\ufdfa" * 34, "a username is 1 to 150 characters long, and 600 once normalised"),  # 612 once normalised
         ("dora\x00", "a name is valid text, without NUL"),
         ("dora\udcff", "a name is valid text, without NUL"),
     ],
