@@ -20,8 +20,22 @@ from signin.models import USERNAME_KEY_LENGTH, User, storable, username_key
 
 ADMIN_PASSWORD_BYTES = 18
 
-users = AppGroup("users", help="Create, change, disable and list users.")
-services_group = AppGroup("services", help="Register the internal services that introspect and revoke tokens.")
+
+def _print_audit_lines() -> None:
+    # An operator's change is audited like a request's, the line printed to standard error.
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+
+@click.group(cls=AppGroup)
+def users() -> None:
+    """Create, change, disable and list users."""
+    _print_audit_lines()
+
+
+@click.group("services", cls=AppGroup)
+def services_group() -> None:
+    """Register the internal services that introspect and revoke tokens."""
+    _print_audit_lines()
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -64,6 +78,7 @@ def init_db(admin: bool) -> None:
     if admin and db.session.scalar(db.select(User.id).limit(1)) is None:
         password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
         accounts.create_user("admin", password)
+        audit.record("user_created", "success", username="admin")
         click.echo("Created user 'admin'. Its password, shown only this once:")
         click.echo(password)
 
@@ -79,6 +94,7 @@ def create_user(name: str, password_stdin: bool) -> None:
         accounts.create_user(name, _read_password(password_stdin))
     except accounts.UsernameTaken:
         raise click.ClickException(f"a user named {name!r} already exists") from None
+    audit.record("user_created", "success", username=name)
     click.echo(f"Created user {name!r}.")
 
 
@@ -86,10 +102,12 @@ def create_user(name: str, password_stdin: bool) -> None:
 @name_argument
 @password_stdin
 def set_password(name: str, password_stdin: bool) -> None:
-    """Replace a user's password."""
+    """Replace a user's password, and end every session they have."""
     user = _user(name)
     accounts.set_password(user, _read_password(password_stdin))
-    click.echo(f"Password of {user.username!r} changed.")
+    ended = token_store().revoke_user(user.id)
+    audit.record("password_set", "success", username=user.username, sessions_ended=ended)
+    click.echo(f"Password of {user.username!r} changed; ended {ended} session(s).")
 
 
 @users.command("disable")
@@ -100,6 +118,7 @@ def disable(name: str) -> None:
     user.is_active = False
     db.session.commit()
     ended = token_store().revoke_user(user.id)
+    audit.record("user_disabled", "success", username=user.username, sessions_ended=ended)
     click.echo(f"Disabled {user.username!r}; ended {ended} session(s).")
 
 
@@ -110,6 +129,7 @@ def enable(name: str) -> None:
     user = _user(name)
     user.is_active = True
     db.session.commit()
+    audit.record("user_enabled", "success", username=user.username)
     click.echo(f"Enabled {user.username!r}.")
 
 
@@ -119,6 +139,7 @@ def revoke(name: str) -> None:
     """End every session a user has; they can sign in again."""
     user = _user(name)
     ended = token_store().revoke_user(user.id)
+    audit.record("user_revoked", "success", username=user.username, sessions_ended=ended)
     click.echo(f"Ended {ended} session(s) of {user.username!r}.")
 
 
@@ -141,6 +162,7 @@ def add_service(name: str) -> None:
         secret = services.add_service(name)
     except services.ServiceExists:
         raise click.ClickException(f"a service named {name!r} already exists") from None
+    audit.record("service_added", "success", service=name)
     click.echo(f"Registered service {name!r}. Its secret, shown only this once:")
     click.echo(secret)
 
@@ -158,6 +180,7 @@ def remove_service(name: str) -> None:
     """Forget a service; running servers refuse its secret within SIGNIN_SERVICE_CACHE_SECONDS."""
     if not services.remove_service(name):
         raise click.ClickException(f"no service named {name!r}")
+    audit.record("service_removed", "success", service=name)
     click.echo(f"Removed service {name!r}.")
 
 

@@ -113,7 +113,7 @@ def test_no_secret_reaches_any_log_line(app, client, accounts, alice, caplog):
 
     text = "\n".join(record.getMessage() for record in caplog.records)
     events = [json.loads(r.getMessage())["event"] for r in caplog.records if r.name == "signin.audit"]
-    assert events == ["signin", "signin", "refresh", "refresh", "signout", "signin", "revoke"]
+    assert events == ["service_added", "signin", "signin", "refresh", "refresh", "signout", "signin", "revoke"]
     secrets = [PASSWORD, secret]
     for token in (first, second, third):
         for value in (token["access_token"], token["refresh_token"]):
@@ -121,3 +121,33 @@ def test_no_secret_reaches_any_log_line(app, client, accounts, alice, caplog):
             secrets += [value, session_ref(selector), digest(selector), digest(verifier)]
     for value in secrets:
         assert value not in text
+
+
+def test_every_change_an_operator_makes_is_one_line(runner, accounts, audit_lines):
+    accounts.create("bob")
+    accounts.signin("bob")
+    commands = [
+        ["users", "create", "carol", "--password-stdin"],
+        ["users", "set-password", "bob", "--password-stdin"],
+        ["users", "disable", "carol"],
+        ["users", "enable", "carol"],
+        ["users", "revoke", "carol"],
+        ["services", "add", "billing"],
+        ["services", "remove", "billing"],
+    ]
+    for command in commands:
+        assert runner.invoke(args=command, input="a new secret\n").exit_code == 0
+
+    written = audit_lines()[1:]  # after bob's sign-in
+    lines = [{key: line[key] for key in ("event", "outcome", "username", "address")} for line in written]
+    assert lines == [
+        {"event": "user_created", "outcome": "success", "username": "carol", "address": None},
+        {"event": "password_set", "outcome": "success", "username": "bob", "address": None},
+        {"event": "user_disabled", "outcome": "success", "username": "carol", "address": None},
+        {"event": "user_enabled", "outcome": "success", "username": "carol", "address": None},
+        {"event": "user_revoked", "outcome": "success", "username": "carol", "address": None},
+        {"event": "service_added", "outcome": "success", "username": None, "address": None},
+        {"event": "service_removed", "outcome": "success", "username": None, "address": None},
+    ]
+    assert [line.get("sessions_ended") for line in written][1:5] == [1, 0, None, 0]
+    assert [line.get("service") for line in written][5:] == ["billing", "billing"]

@@ -93,10 +93,14 @@ def test_users_create_refuses_an_empty_password(runner):
     assert result.exit_code == 2
 
 
-def test_set_password(runner, client, alice):
+def test_set_password_ends_every_session(runner, client, accounts, alice):
+    token = accounts.signin()
+
     result = runner.invoke(args=["users", "set-password", "alice", "--password-stdin"], input="new secret\n")
 
     assert result.exit_code == 0
+    assert "ended 1 session(s)" in result.output
+    assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
     assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 401
     assert client.post(SIGNIN, json={"username": "alice", "password": "new secret"}).status_code == 200
 
