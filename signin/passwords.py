@@ -45,6 +45,11 @@ def verify_dummy(password: str, method: str) -> None:
     verify_password(_dummy_hash(method), password)
 
 
+def warm_up(method: str) -> None:
+    """Make the dummy hash for ``method`` now: else the first unknown user's check costs two, and tells."""
+    _dummy_hash(method)
+
+
 def needs_rehash(password_hash: str, method: str) -> bool:
     """Tell whether a hash was made with another method or other parameters than ``method``."""
     if _is_argon2(method):

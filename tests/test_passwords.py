@@ -6,7 +6,7 @@ import pytest
 from werkzeug.security import generate_password_hash
 
 from signin.models import User
-from signin.passwords import hash_password, needs_rehash, verify_dummy, verify_password
+from signin.passwords import _dummy_hash, hash_password, needs_rehash, verify_dummy, verify_password, warm_up
 from tests.conftest import PASSWORD, SIGNIN
 
 CHEAP_ARGON2 = "argon2id:1024:1:1"
@@ -66,6 +66,17 @@ def test_a_bare_method_name_means_its_defaults():
 def test_a_dummy_check_returns_nothing_and_raises_nothing():
     assert verify_dummy(PASSWORD, "pbkdf2:sha256:1000") is None
     assert verify_dummy(PASSWORD, CHEAP_ARGON2) is None
+
+
+def test_after_warm_up_no_check_makes_a_hash():
+    method = "pbkdf2:sha256:1001"  # no other test uses it
+    warm_up(method)
+    made = _dummy_hash.cache_info().misses
+
+    verify_dummy(PASSWORD, method)
+    needs_rehash(hash_password(PASSWORD, method), method)
+
+    assert _dummy_hash.cache_info().misses == made
 
 
 def test_werkzeug_hashes_move_to_argon2id_on_signin(settings, accounts):
