@@ -26,7 +26,11 @@ REDIS_OUTAGES = (
     redis.exceptions.OutOfMemoryError,  # at maxmemory with noeviction: reads work, writes are refused
     NotReplicated,
 )
-DATABASE_OUTAGES = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)
+DATABASE_OUTAGES = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,  # no pooled connection came free in time
+)
 
 # OAuth-style codes for werkzeug's own HTTP errors.
 HTTP_ERROR_CODES = {

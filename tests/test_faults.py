@@ -69,6 +69,15 @@ def test_database_down_is_503(settings, throttling):
     assert ready.get_json()["error"] == "temporarily_unavailable"
 
 
+def test_no_free_database_connection_is_503(make_app):
+    app = make_app({"SQLALCHEMY_ENGINE_OPTIONS": {"pool_size": 1, "max_overflow": 0, "pool_timeout": 0.1}})
+    Accounts(app, app.test_client()).create("alice")
+    with app.app_context(), db.engine.connect():  # the pool's only connection, held
+        response = app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD})
+
+    assert_unavailable(response)
+
+
 def test_an_unexpected_error_is_a_json_500(settings):
     app = create_app({**settings, "TESTING": False})
 
