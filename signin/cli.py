@@ -204,7 +204,11 @@ def serve(host: str, port: int, threads: int) -> None:
     freeze_startup_heap()
     click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
     try:
-        waitress.serve(app, host=host, port=port, threads=threads, ident="signin")
+        # waitress drops X-Forwarded-* itself unless told not to; ProxyFix (SIGNIN_TRUSTED_PROXIES) reads them.
+        trusting = bool(app.config["SIGNIN_TRUSTED_PROXIES"])
+        waitress.serve(
+            app, host=host, port=port, threads=threads, ident="signin", clear_untrusted_proxy_headers=not trusting
+        )
     finally:
         writer.stop()  # writes every line still queued
 

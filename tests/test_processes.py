@@ -24,10 +24,12 @@ SIGNOUT = "/api/v2/account/signout/"
 STARTUP_DEADLINE = 30.0
 
 
-def call(port: int, method: str, path: str, body: dict | None = None, token: str | None = None) -> tuple[int, dict]:
+def call(
+    port: int, method: str, path: str, body: dict | None = None, token: str | None = None, **extra: str
+) -> tuple[int, dict]:
     """Send one HTTP request to 127.0.0.1:port; return the status and the JSON body (or {})."""
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **extra}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     try:
@@ -164,3 +166,17 @@ def test_sigterm_stops_the_server_cleanly_with_every_audit_line_written(env, tmp
 
     lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     assert [(line["event"], line["outcome"]) for line in lines] == [("signin", "success"), ("signout", "success")]
+
+
+@pytest.mark.parametrize(("trusted", "address"), [("0", "127.0.0.1"), ("1", "203.0.113.7")])
+def test_the_client_address_comes_from_x_forwarded_for_only_behind_trusted_proxies(env, tmp_path, trusted, address):
+    port, log = free_port(), tmp_path / "serve.log"
+    process = start_serving({**env, "SIGNIN_TRUSTED_PROXIES": trusted}, port, log)
+    try:
+        body = {"username": "alice", "password": PASSWORD}
+        assert call(port, "POST", SIGNIN, body, **{"X-Forwarded-For": "203.0.113.7"})[0] == 200
+    finally:
+        stop(process)
+
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    assert [(line["event"], line["address"]) for line in lines] == [("signin", address)]
