@@ -73,7 +73,10 @@ def calling_service() -> str | None:
     Checked once a request: the throttle keys by it, then ``require_service`` demands it.
     """
     if "service" not in g:
-        credentials = request.authorization
+        try:
+            credentials = request.authorization
+        except ValueError:  # werkzeug's Basic parsing raises on a non-ASCII value
+            credentials = None
         genuine = (
             credentials is not None
             and credentials.type == "basic"

@@ -108,6 +108,7 @@ def test_a_spent_refresh_token_is_inactive(client, accounts, alice, service):
         basic("billing", ""),
         {"Authorization": "Basic !!!"},
         basic("bill\x00ing", "wrong"),
+        {"Authorization": "Basic é"},
         {"Authorization": "Bearer abc"},
     ],
 )
