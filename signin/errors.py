@@ -145,7 +145,8 @@ def _wrong_method_across_the_slash(exc: HTTPException) -> HTTPException:
     path = request.path
     toggled = path[:-1] if path.endswith("/") else f"{path}/"
     methods = current_app.create_url_adapter(request).allowed_methods(toggled)
-    return MethodNotAllowed(methods) if methods else exc
+    # Were the method among them, the path is not the route's (a slash too many, say).
+    return MethodNotAllowed(methods) if methods and request.method not in methods else exc
 
 
 def _from_http_exception(exc: HTTPException) -> Response:

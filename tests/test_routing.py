@@ -47,8 +47,10 @@ def test_a_path_no_route_takes_is_404_whatever_the_method(client, path):
         assert (response.status_code, response.get_json()["error"]) == (404, "not_found")
 
 
-@pytest.mark.parametrize("path", ["/api/v2//account/signin/", "/api/v2/account//me", "//healthz"])
-def test_a_doubled_slash_is_404_not_a_redirect(client, path):
+@pytest.mark.parametrize(
+    "path", ["/api/v2//account/signin/", "/api/v2/account//me", "//healthz", "/healthz//", "/api/v2/account/signin///"]
+)
+def test_a_path_with_slashes_no_route_has_is_404_not_a_redirect(client, path):
     response = client.open(path, method="POST" if "signin" in path else "GET")
 
     assert (response.status_code, response.get_json()["error"]) == (404, "not_found")
