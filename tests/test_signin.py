@@ -242,8 +242,9 @@ def test_a_subset_scope_is_granted(accounts, alice):
     assert accounts.signin(scope="read")["scope"] == "read"
 
 
-def test_a_scope_outside_the_allowed_is_400_invalid_scope(client, alice):
-    body = {"username": "alice", "password": PASSWORD, "scope": "read admin"}
+@pytest.mark.parametrize("scope", ["read admin", "read\twrite", "read\u00a0write", " "])
+def test_a_scope_outside_the_allowed_is_400_invalid_scope(client, alice, scope):
+    body = {"username": "alice", "password": PASSWORD, "scope": scope}
 
     response = client.post(SIGNIN, json=body)
 

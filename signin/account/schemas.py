@@ -103,7 +103,7 @@ def grant(client_id: str | None, scope: str | None) -> tuple[str, str]:
     client_id = client_id or config["SIGNIN_CLIENTS"][0]
     if scope is None:
         return client_id, config["SIGNIN_DEFAULT_SCOPE"]
-    requested = set(scope.split())
+    requested = set(scope.split(" ")) - {""}  # RFC 6749 3.3: delimited by spaces, not other whitespace
     allowed = config["SIGNIN_SCOPES"]
     if not requested or not requested <= set(allowed):
         raise InvalidScope()
