@@ -73,6 +73,7 @@ password_stdin = click.option(
 @click.option("--admin", is_flag=True, help="If there are no users yet, create 'admin' and print its password.")
 def init_db(admin: bool) -> None:
     """Create the tables that do not exist yet."""
+    _print_audit_lines()
     db.create_all()
     click.echo("Database ready.")
     if admin and db.session.scalar(db.select(User.id).limit(1)) is None:

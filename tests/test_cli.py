@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,6 +29,22 @@ def test_init_db_with_admin_creates_admin_once(app, runner, client):
     second = runner.invoke(args=["init-db", "--admin"])
     assert second.exit_code == 0
     assert "admin" not in second.output
+
+
+def test_a_command_prints_its_audit_line_to_standard_error_and_no_secret(settings, tmp_path):
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/cli.db",
+        "REDIS_URL": settings["REDIS_URL"],
+        "SIGNIN_REDIS_PREFIX": settings["SIGNIN_REDIS_PREFIX"],
+    }
+    command = [sys.executable, "-c", "from signin.cli import main; main()", "init-db", "--admin"]
+
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True, timeout=60)
+
+    line = json.loads(result.stderr.strip().splitlines()[-1])
+    assert (line["event"], line["outcome"], line["username"]) == ("user_created", "success", "admin")
+    assert result.stdout.strip().splitlines()[-1] not in result.stderr  # the password
 
 
 def test_users_create_reads_the_password_from_stdin(runner, client):
