@@ -25,7 +25,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "signin.db")
     app.json = CompactJSON(app)
     # Every route answers with and without its trailing slash, never by redirect;
-    # a doubled slash is a 404, not a redirect to the merged path.
+    # a doubled slash inside a path is a 404, not a redirect to the merged path.
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
 
