@@ -1,7 +1,6 @@
 """The WSGI entry point: ``waitress-serve wsgi:app`` or any WSGI server."""
 
-from signin import create_app, freeze_startup_heap, passwords
+from signin import create_app, prepare_to_serve
 
 app = create_app()
-passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
-freeze_startup_heap()
+prepare_to_serve(app)

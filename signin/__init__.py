@@ -59,3 +59,15 @@ def freeze_startup_heap() -> None:
     """
     gc.collect()
     gc.freeze()
+
+
+def prepare_to_serve(app: Flask) -> None:
+    """Do before the first request what it would otherwise pay for, then freeze the startup heap.
+
+    The dummy password hash: made on demand, it would make the first unknown
+    user's sign-in cost two checks, and tell.
+    """
+    from signin import passwords
+
+    passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
+    freeze_startup_heap()

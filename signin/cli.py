@@ -13,7 +13,7 @@ import click
 from flask import Flask
 from flask.cli import AppGroup, FlaskGroup, with_appcontext
 
-from signin import accounts, audit, passwords, services
+from signin import accounts, audit, services
 from signin.auth import token_store
 from signin.extensions import db
 from signin.models import USERNAME_KEY_LENGTH, User, storable, username_key
@@ -198,14 +198,13 @@ def serve(host: str, port: int, threads: int) -> None:
     import waitress
     from flask import current_app
 
-    from signin import freeze_startup_heap
+    from signin import prepare_to_serve
 
     writer = log_to_standard_error()
     # waitress treats SystemExit as a stop: it lets requests in flight finish (up to 5 s).
     signal.signal(signal.SIGTERM, _exit)
     app = current_app._get_current_object()
-    passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
-    freeze_startup_heap()
+    prepare_to_serve(app)
     click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
     try:
         # waitress drops X-Forwarded-* itself unless told not to; ProxyFix (SIGNIN_TRUSTED_PROXIES) reads them.

@@ -46,7 +46,7 @@ def verify_dummy(password: str, method: str) -> None:
 
 
 def warm_up(method: str) -> None:
-    """Make the dummy hash for ``method`` now: else the first unknown user's check costs two, and tells."""
+    """Make the dummy hash for ``method`` now, rather than in the first unknown user's sign-in."""
     _dummy_hash(method)
 
 
