@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 import redis.exceptions
 import sqlalchemy.exc
 from flask import Flask, Response, current_app, jsonify, request
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
 from signin import metrics
@@ -52,20 +54,38 @@ HTTP_ERROR_DESCRIPTIONS = {
 
 
 class APIError(Exception):
-    """An error the client is told about, with its status and OAuth code."""
+    """An error the client is told about: everything it carries is given when it is made.
+
+    A subclass names a kind of error with class defaults; any instance may
+    override them through the constructor, never by being patched afterwards.
+    """
 
     status_code = 400
     error = "invalid_request"
     description = "The request is invalid."
-    headers: dict[str, str] = {}
+    headers: Mapping[str, str] = {}
 
-    def __init__(self, description: str | None = None, fields: dict | None = None) -> None:
+    def __init__(
+        self,
+        description: str | None = None,
+        *,
+        status_code: int | None = None,
+        error: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        fields: Mapping[str, object] | None = None,
+        details: Mapping[str, object] | None = None,
+    ) -> None:
         super().__init__(description or self.description)
         self.description = description or self.description
+        self.status_code = status_code or self.status_code
+        self.error = error or self.error
+        self.headers = dict(self.headers if headers is None else headers)
         self.fields = fields
+        # Members of the body beside the error's own (a readiness check's states, say).
+        self.details = dict(details or {})
 
     def body(self) -> dict:
-        body = {"error": self.error, "error_description": self.description}
+        body: dict[str, object] = {"error": self.error, "error_description": self.description, **self.details}
         if self.fields is not None:
             body["fields"] = self.fields
         return body
@@ -126,12 +146,33 @@ class TemporarilyUnavailable(APIError):
     headers = {"Retry-After": "1"}
 
 
+def http_error(
+    status: int, description: str | None = None, headers: Mapping[str, str] | None = None, *, name: str = ""
+) -> APIError:
+    """Return the API error for an HTTP status werkzeug or the server answers itself."""
+    code = HTTP_ERROR_CODES.get(status) or name.lower().replace(" ", "_")
+    return APIError(description or HTTP_ERROR_DESCRIPTIONS.get(status), status_code=status, error=code, headers=headers)
+
+
 def error_response(error: APIError) -> Response:
     """Build the JSON response for an API error."""
     response = jsonify(error.body())
     response.status_code = error.status_code
     response.headers.update(error.headers)
     return response
+
+
+class ErrorSchema(Schema):
+    """The body of every error answer."""
+
+    error = fields.String(required=True, metadata={"description": "What went wrong, as a code from the contract."})
+    error_description = fields.String(required=True, metadata={"description": "One human sentence saying what."})
+    fields_ = fields.Dict(
+        data_key="fields",
+        keys=fields.String(),
+        values=fields.List(fields.String()),
+        metadata={"description": "For a validation error: each invalid field and what is wrong with it."},
+    )
 
 
 def _wrong_method_across_the_slash(exc: HTTPException) -> HTTPException:
@@ -159,14 +200,8 @@ def _from_http_exception(exc: HTTPException) -> Response:
     description = exc.description
     if description == type(exc).description or code == 429:
         description = HTTP_ERROR_DESCRIPTIONS.get(code, description)
-    error = APIError(description)
-    error.status_code = code
-    error.error = HTTP_ERROR_CODES.get(code) or exc.name.lower().replace(" ", "_")
-    response = error_response(error)
-    for name, value in exc.get_headers():
-        if name.lower() != "content-type":
-            response.headers[name] = value
-    return response
+    headers = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}
+    return error_response(http_error(code, description, headers, name=exc.name))
 
 
 def _store_outage(exc: Exception) -> Response:
@@ -193,9 +228,7 @@ def _cluster_error(exc: redis.exceptions.RedisClusterException) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
-    error = APIError("The server failed to handle the request.")
-    error.status_code, error.error = 500, "server_error"
-    return error_response(error)
+    return error_response(http_error(500, "The server failed to handle the request."))
 
 
 def init_app(app: Flask) -> None:

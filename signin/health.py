@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
 from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisClusterException
 from sqlalchemy import text
 
-from signin.account.schemas import ErrorSchema
-from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
+from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES, ErrorSchema, TemporarilyUnavailable, error_response
 from signin.extensions import db, redis_client
 
 bp = Blueprint("health", __name__)
@@ -40,7 +39,7 @@ def healthz() -> dict:
 
 
 @bp.get("/readyz")
-def readyz() -> dict | tuple[dict, int, dict[str, str]]:
+def readyz() -> dict | Response:
     """Answer 200 when the database and Redis both answer, else 503 naming the failure."""
     checks = {"database": "ok", "redis": "ok"}
     try:
@@ -54,9 +53,5 @@ def readyz() -> dict | tuple[dict, int, dict[str, str]]:
     failed = [name for name, state in checks.items() if state != "ok"]
     if not failed:
         return ReadinessSchema().dump({"status": "ok", "checks": checks})
-    body = {
-        "error": "temporarily_unavailable",
-        "error_description": f"Not ready: {' and '.join(failed)} cannot be reached.",
-        "checks": checks,
-    }
-    return NotReadySchema().dump(body), 503, {"Retry-After": "1"}
+    description = f"Not ready: {' and '.join(failed)} cannot be reached."
+    return error_response(TemporarilyUnavailable(description, details={"checks": checks}))

@@ -17,7 +17,6 @@ from werkzeug.routing import Rule
 
 from signin import errors
 from signin.account.schemas import (
-    ErrorSchema,
     IntrospectionSchema,
     MeSchema,
     RefreshSchema,
@@ -26,6 +25,7 @@ from signin.account.schemas import (
     TokenRequestSchema,
     TokenResponseSchema,
 )
+from signin.errors import ErrorSchema
 from signin.health import HealthSchema, NotReadySchema, ReadinessSchema
 from signin.parsing import FORM
 
@@ -92,12 +92,6 @@ HEADERS = {
 }
 
 
-def _http(status: int, description: str = "", headers: dict[str, str] | None = None) -> errors.APIError:
-    error = errors.APIError(description or errors.HTTP_ERROR_DESCRIPTIONS[status])
-    error.status_code, error.error, error.headers = status, errors.HTTP_ERROR_CODES[status], headers or {}
-    return error
-
-
 # What a client receives for each error an operation can answer.
 FAILURES = {
     failure.error: failure
@@ -107,9 +101,9 @@ FAILURES = {
         errors.InvalidToken(),
         errors.InvalidClient(),
         errors.TemporarilyUnavailable(),
-        _http(413),
-        _http(415, f"Send the body as {JSON} or {FORM}."),
-        _http(429, headers={"Retry-After": "60"}),
+        errors.http_error(413),
+        errors.http_error(415, f"Send the body as {JSON} or {FORM}."),
+        errors.http_error(429, headers={"Retry-After": "60"}),
     )
 }
 AUTH_FAILURES = {BEARER: "invalid_token", BASIC: "invalid_client"}
@@ -118,7 +112,7 @@ AUTH_FAILURES = {BEARER: "invalid_token", BASIC: "invalid_client"}
 def _invalid(schema: Schema) -> errors.APIError:
     # The example is what this schema says of an empty body, or of one with every field null.
     fields = schema.validate({}) or schema.validate(dict.fromkeys(schema.fields))
-    return errors.InvalidRequest("The request body has invalid fields.", fields)
+    return errors.InvalidRequest("The request body has invalid fields.", fields=fields)
 
 
 def _failures(operation: Operation) -> list[errors.APIError]:

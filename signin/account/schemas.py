@@ -87,16 +87,6 @@ class IntrospectionSchema(Schema):
     iat = fields.Integer()
 
 
-class ErrorSchema(Schema):
-    error = fields.String(required=True)
-    error_description = fields.String(required=True)
-    fields_ = fields.Dict(
-        data_key="fields",
-        keys=fields.String(),
-        values=fields.List(fields.String()),
-    )
-
-
 def grant(client_id: str | None, scope: str | None) -> tuple[str, str]:
     """Return the client and the scope a sign-in gets, or raise ``InvalidScope``."""
     config = current_app.config
