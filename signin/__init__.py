@@ -29,6 +29,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.url_map.strict_slashes = False
     app.url_map.merge_slashes = False
 
+    from werkzeug.middleware.proxy_fix import ProxyFix
+
     from signin import auth, cli, errors, metrics, throttle
     from signin.account import bp as account_bp
     from signin.extensions import db, redis_client
@@ -40,13 +42,19 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     redis_client.init_app(app)
     auth.init_app(app, app.extensions["redis"].client)
     errors.init_app(app)
-    metrics.init_app(app)
-    app.wsgi_app = AnswerHeaders(app.wsgi_app)
     throttle.init_app(app)
     cli.init_app(app)
     app.register_blueprint(account_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(openapi_bp)
+
+    # Every WSGI middleware, innermost first. Outermost, ProxyFix sets the client's
+    # address (trusted proxies only) before anything reads it: throttling, audit
+    # lines, metrics.
+    app.wsgi_app = metrics.TimedRequests(app.wsgi_app, metrics.init_app(app))
+    app.wsgi_app = AnswerHeaders(app.wsgi_app)
+    if app.config["SIGNIN_TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["SIGNIN_TRUSTED_PROXIES"])
     return app
 
 

@@ -137,8 +137,8 @@ def metrics() -> Response:
     return Response(generate_latest(current_app.extensions[EXTENSION].registry), content_type=CONTENT_TYPE_LATEST)
 
 
-def init_app(app: Flask) -> None:
-    """Give the app its own registry (tests build many apps in one process), time requests, serve /metrics."""
+def init_app(app: Flask) -> Metrics:
+    """Give the app its own registry (tests build many apps in one process) and serve /metrics; return it."""
     app.extensions[EXTENSION] = Metrics()
-    app.wsgi_app = TimedRequests(app.wsgi_app, app.extensions[EXTENSION])
     app.register_blueprint(bp)
+    return app.extensions[EXTENSION]

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from flask import Flask, Response, current_app, request
 from flask_limiter import Limiter, RequestLimit
 from werkzeug.exceptions import HTTPException
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from signin import audit
 from signin.auth import calling_service
@@ -35,7 +34,7 @@ DAY = 86400
 
 
 def client_address() -> str:
-    """Return the client's address: the socket's, or as trusted proxies report it."""
+    """Return the client's address: the socket's, or as trusted proxies report it (ProxyFix, in create_app)."""
     return request.remote_addr or "unknown"
 
 
@@ -158,10 +157,7 @@ def _retry_after_only_where_it_asks_to_wait(response: Response) -> Response:
 
 
 def init_app(app: Flask) -> None:
-    """Bind the limiter to the app's Redis and trust only the configured proxies."""
-    proxies = app.config["SIGNIN_TRUSTED_PROXIES"]
-    if proxies:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies)
+    """Bind the limiter to the app's Redis."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["redis"].limiter_url)
     # The storage, unlike the limiter, is rebuilt for every app it is bound to.
     app.config.setdefault(
