@@ -1,6 +1,8 @@
-"""The WSGI entry point: ``waitress-serve wsgi:app`` or any WSGI server."""
+"""The WSGI entry point of a checkout: ``gunicorn wsgi:app``, ``waitress-serve wsgi:app`` or any WSGI server.
 
-from signin import create_app, prepare_to_serve
+Installed, the same app is ``signin.wsgi:app`` (see ``signin/wsgi.py``).
+"""
 
-app = create_app()
-prepare_to_serve(app)
+from signin.wsgi import app, application
+
+__all__ = ["app", "application"]

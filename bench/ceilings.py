@@ -11,8 +11,7 @@ import redis
 import waitress
 from flask import Flask
 
-from signin import freeze_startup_heap
-from signin.cli import log_to_standard_error
+from signin.serving import AuditWriter, freeze_startup_heap
 
 # The Redis app reads this key; the benchmark stores a session-sized value in it.
 KEY = "bench:ceiling"
@@ -53,13 +52,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
-    writer = log_to_standard_error()
+    AuditWriter.start()
     app = bare_app() if args.kind == "bare" else redis_app(args.redis_url)
     freeze_startup_heap()
-    try:
-        waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident="signin")
-    finally:
-        writer.stop()
+    waitress.serve(app, host="127.0.0.1", port=args.port, threads=args.threads, ident="signin")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -12,16 +11,15 @@ from flask import Flask
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the app: settings, extensions, blueprints, error handlers, CLI."""
+    from signin import settings
     from signin.json_provider import CompactJSON
     from signin.parsing import Request
 
-    app = Flask(__name__, instance_relative_config=True)
+    app = Flask(__name__, instance_path=settings.instance_path(os.environ, config))
     app.request_class = Request
-    app.config.from_object("config.Config")
-    if config is not None:
-        app.config.update(config)
+    app.config.from_mapping(settings.load(os.environ, config))
     if not app.config["SQLALCHEMY_DATABASE_URI"]:
-        os.makedirs(app.instance_path, exist_ok=True)
+        os.makedirs(app.instance_path, mode=0o700, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = "sqlite:///" + os.path.join(app.instance_path, "signin.db")
     app.json = CompactJSON(app)
     # Every route answers with and without its trailing slash, never by redirect;
@@ -56,26 +54,3 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     if app.config["SIGNIN_TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["SIGNIN_TRUSTED_PROXIES"])
     return app
-
-
-def freeze_startup_heap() -> None:
-    """Spare what lives as long as the process (app, modules) the cyclic GC's full scans.
-
-    With the app built, a full collection takes about 90 ms, every thread
-    stopped; after ``gc.freeze()`` it skips those objects. Call it once, when
-    the app is built and before serving.
-    """
-    gc.collect()
-    gc.freeze()
-
-
-def prepare_to_serve(app: Flask) -> None:
-    """Do before the first request what it would otherwise pay for, then freeze the startup heap.
-
-    The dummy password hash: made on demand, it would make the first unknown
-    user's sign-in cost two checks, and tell.
-    """
-    from signin import passwords
-
-    passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
-    freeze_startup_heap()

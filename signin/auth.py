@@ -11,23 +11,15 @@ from redis import Redis
 
 from signin.errors import InsufficientScope, InvalidClient, InvalidToken
 from signin.services import verify_service
+from signin.settings import DEFAULTS
 from signin.tokens import Session, TokenStore
 
 EXTENSION = "signin.tokens"
 
 
 def init_app(app: Flask, redis: Redis) -> TokenStore:
-    """Give an app a token store over ``redis``, set up from its SIGNIN_* config."""
-    config = app.config
-    store = TokenStore(
-        redis,
-        access_ttl=config.get("SIGNIN_ACCESS_TOKEN_TTL", 604800),
-        refresh_ttl=config.get("SIGNIN_REFRESH_TOKEN_TTL", 604800),
-        reuse_grace=config.get("SIGNIN_REFRESH_REUSE_GRACE", 10),
-        prefix=config.get("SIGNIN_REDIS_PREFIX", "signin:"),
-        min_replicas=config.get("SIGNIN_REDIS_MIN_REPLICAS", 0),
-        replica_timeout_ms=config.get("SIGNIN_REDIS_REPLICA_TIMEOUT_MS", 500),
-    )
+    """Give an app a token store over ``redis``, set up from its SIGNIN_* config (signin's defaults otherwise)."""
+    store = TokenStore.from_config(redis, {**DEFAULTS, **app.config})
     app.extensions[EXTENSION] = store
     return store
 

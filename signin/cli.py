@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import logging
-import queue
+import os
 import secrets
 import signal
 import sys
-from logging.handlers import QueueHandler, QueueListener
+from typing import Any
 
 import click
-from flask import Flask
-from flask.cli import AppGroup, FlaskGroup, with_appcontext
+from flask import Flask, current_app
+from flask.cli import AppGroup, FlaskGroup, routes_command, shell_command, with_appcontext
 
-from signin import accounts, audit, services
+from signin import accounts, audit, services, serving, settings
 from signin.auth import token_store
+from signin.embedded import EmbeddedUnavailable
+from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
 from signin.extensions import db
-from signin.models import USERNAME_KEY_LENGTH, User, storable, username_key
+from signin.models import NOT_INITIALISED, USERNAME_KEY_LENGTH, User, database_state, storable, username_key
+from signin.settings import SettingError
 
 ADMIN_PASSWORD_BYTES = 18
 
@@ -29,16 +32,26 @@ def _print_audit_lines() -> None:
         audit.log.setLevel(logging.INFO)
 
 
+def _ready() -> None:
+    # Said once, here, rather than as a traceback from the first query.
+    if database_state() != "ok":
+        raise click.ClickException(NOT_INITIALISED)
+
+
 @click.group(cls=AppGroup)
+@with_appcontext
 def users() -> None:
     """Create, change, disable and list users."""
     _print_audit_lines()
+    _ready()
 
 
 @click.group("services", cls=AppGroup)
+@with_appcontext
 def services_group() -> None:
     """Register the internal services that introspect and revoke tokens."""
     _print_audit_lines()
+    _ready()
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -79,12 +92,19 @@ def init_db(admin: bool) -> None:
     _print_audit_lines()
     db.create_all()
     click.echo("Database ready.")
-    if admin and db.session.scalar(db.select(User.id).limit(1)) is None:
-        password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
-        accounts.create_user("admin", password)
-        audit.record("user_created", "success", username="admin")
-        click.echo("Created user 'admin'. Its password, shown only this once:")
-        click.echo(password)
+    if not admin:
+        return
+    if User.find("admin") is not None:
+        click.echo("User 'admin' exists. To set its password: signin users set-password admin")
+        return
+    if db.session.scalar(db.select(User.id).limit(1)) is not None:
+        click.echo("Users exist, so no 'admin' was created.")
+        return
+    password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
+    accounts.create_user("admin", password)
+    audit.record("user_created", "success", username="admin")
+    click.echo("Created user 'admin'. Its password, shown only this once:")
+    click.echo(password)
 
 
 @users.command("create")
@@ -196,61 +216,43 @@ def remove_service(name: str) -> None:
 def serve(host: str, port: int, threads: int) -> None:
     """Serve the API with waitress; audit lines go to standard error. SIGTERM stops it gracefully."""
     import waitress
-    from flask import current_app
 
-    from signin import prepare_to_serve
-
-    writer = log_to_standard_error()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    serving.prepare(app)
+    try:
+        server = waitress.create_server(app, host=host, port=port, threads=threads, **serving.waitress_options(app))
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
     # waitress treats SystemExit as a stop: it lets requests in flight finish (up to 5 s).
     signal.signal(signal.SIGTERM, _exit)
-    app = current_app._get_current_object()
-    prepare_to_serve(app)
+    embedded = app.extensions["redis"].embedded
+    if embedded is not None:
+        click.echo(f"Embedded Redis for other programs: REDIS_URL={embedded.url}")
     click.echo(f"Serving signin on http://{host}:{port} with {threads} threads.")
-    try:
-        # waitress drops X-Forwarded-* itself unless told not to; ProxyFix (SIGNIN_TRUSTED_PROXIES) reads them.
-        trusting = bool(app.config["SIGNIN_TRUSTED_PROXIES"])
-        waitress.serve(
-            app, host=host, port=port, threads=threads, ident="signin", clear_untrusted_proxy_headers=not trusting
-        )
-    finally:
-        writer.stop()  # writes every line still queued
+    server.run()
 
 
-def log_to_standard_error() -> QueueListener:
-    """Print log lines to standard error, audit lines from one writer thread; return that writer, started.
-
-    A request thread only queues its audit line (the logging cookbook's answer
-    to handlers that block). Writing it would give the GIL away mid-request,
-    and under load win it back only much later: in an A/B under waitress,
-    refresh answered a quarter more requests this way. Only audit lines take
-    the queue: routing waitress's own warnings there too cost GET me about
-    15 %, for it wakes the writer thread under exactly that load.
-
-    ``signin serve`` runs with these settings, and so do the benchmark's ceiling apps.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    # Lines are bare messages, so skip what no line shows (the logging HOWTO's
-    # "Optimization" section): the caller's frame alone is a tenth of an audit line.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
-    lines: queue.SimpleQueue = queue.SimpleQueue()
-    audit.log.addHandler(QueueHandler(lines))
-    audit.log.propagate = False
-    writer = QueueListener(lines, logging.StreamHandler())
-    writer.start()
-    return writer
+@click.command("config")
+def show_config() -> None:
+    """Print the settings in effect, one a line (secrets and passwords in URLs masked)."""
+    loaded = settings.load(os.environ)
+    instance = settings.instance_path(os.environ) or Flask("signin").instance_path
+    click.echo(f"SIGNIN_INSTANCE_PATH={instance}")
+    for setting in settings.SETTINGS:
+        click.echo(f"{setting.variable}={settings.shown(setting, loaded[setting.key])}")
 
 
 def _exit(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
+COMMANDS = (init_db, users, services_group, serve, show_config)
+
+
 def init_app(app: Flask) -> None:
     """Register the commands with ``flask --app signin``."""
-    app.cli.add_command(init_db)
-    app.cli.add_command(users)
-    app.cli.add_command(services_group)
-    app.cli.add_command(serve)
+    for command in COMMANDS:
+        app.cli.add_command(command)
 
 
 def _create_app() -> Flask:
@@ -259,4 +261,35 @@ def _create_app() -> Flask:
     return create_app()
 
 
-main = FlaskGroup(create_app=_create_app, help="Run and administer the signin service.")
+class SigninGroup(FlaskGroup):
+    """The ``signin`` command: its own commands, found without building the app, and failures in one line."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(self.commands)  # no app-provided commands: listing them would build the app
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except SettingError as error:
+            raise OneLine(str(error), serving.BAD_SETTING) from None
+        except (serving.StartupError, EmbeddedUnavailable) as error:
+            raise OneLine(str(error)) from None
+        except REDIS_OUTAGES as outage:
+            raise OneLine(f"Redis cannot be reached ({type(outage).__name__})") from None
+        except DATABASE_OUTAGES as outage:
+            raise OneLine(f"the database cannot be reached ({type(outage).__name__})") from None
+
+
+class OneLine(click.ClickException):
+    """A failure told in one line, with the exit status it deserves."""
+
+    def __init__(self, message: str, exit_code: int = serving.CANNOT_START) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+main = SigninGroup(create_app=_create_app, add_default_commands=False, help="Run and administer the signin service.")
+main.add_command(shell_command)
+main.add_command(routes_command)
+for _command in COMMANDS:
+    main.add_command(_command)

@@ -207,6 +207,9 @@ def _from_http_exception(exc: HTTPException) -> Response:
 def _store_outage(exc: Exception) -> Response:
     # The class name tells operators which store; the message may hold a URL.
     log.warning("store unavailable: %s", type(exc).__name__)
+    embedded = current_app.extensions["redis"].embedded
+    if embedded is not None and isinstance(exc, redis.exceptions.ConnectionError):
+        embedded.revive()  # killed, say: the next request finds it back
     metrics.count_store_error("redis" if isinstance(exc, REDIS_OUTAGES) else "database")
     return error_response(TemporarilyUnavailable())
 

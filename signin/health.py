@@ -5,14 +5,14 @@ from __future__ import annotations
 from flask import Blueprint, Response
 from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisClusterException
-from sqlalchemy import text
 
 from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES, ErrorSchema, TemporarilyUnavailable, error_response
-from signin.extensions import db, redis_client
+from signin.extensions import redis_client
+from signin.models import NOT_INITIALISED, database_state
 
 bp = Blueprint("health", __name__)
 
-STATES = ("ok", "unavailable")
+STATES = ("ok", "unavailable", "not_initialised")
 
 
 class HealthSchema(Schema):
@@ -43,15 +43,18 @@ def readyz() -> dict | Response:
     """Answer 200 when the database and Redis both answer, else 503 naming the failure."""
     checks = {"database": "ok", "redis": "ok"}
     try:
-        db.session.execute(text("SELECT 1"))
+        checks["database"] = database_state()
     except DATABASE_OUTAGES:
         checks["database"] = "unavailable"
     try:
         redis_client.client.ping()
     except (*REDIS_OUTAGES, RedisClusterException):  # the latter: no cluster node answers
         checks["redis"] = "unavailable"
-    failed = [name for name, state in checks.items() if state != "ok"]
-    if not failed:
+    if all(state == "ok" for state in checks.values()):
         return ReadinessSchema().dump({"status": "ok", "checks": checks})
-    description = f"Not ready: {' and '.join(failed)} cannot be reached."
+    unreachable = [name for name, state in checks.items() if state == "unavailable"]
+    reasons = [f"{' and '.join(unreachable)} cannot be reached"] if unreachable else []
+    if checks["database"] == "not_initialised":
+        reasons.append(NOT_INITIALISED)
+    description = f"Not ready: {'; '.join(reasons)}."
     return error_response(TemporarilyUnavailable(description, details={"checks": checks}))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import unicodedata
 from datetime import UTC, datetime
 
-from sqlalchemy import String
+import sqlalchemy.exc
+from sqlalchemy import String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from signin.extensions import db
@@ -32,6 +33,9 @@ def storable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return "\x00" not in text
+
+
+NOT_INITIALISED = "the database is not initialised: run signin init-db"
 
 
 def _now() -> datetime:
@@ -67,3 +71,21 @@ class Service(db.Model):
     # against guessing and cost every introspection call.
     secret_digest: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+def database_state() -> str:
+    """Return ``ok``, or ``not_initialised`` if the tables are missing; raise on an outage."""
+    try:
+        db.session.execute(db.select(User.id).limit(0))
+    except sqlalchemy.exc.ProgrammingError as error:  # PostgreSQL: undefined table
+        db.session.rollback()
+        if "UndefinedTable" in type(error.orig).__name__:
+            return "not_initialised"
+        raise
+    except sqlalchemy.exc.OperationalError as error:  # SQLite: no such table
+        db.session.rollback()
+        if "no such table" in str(error.orig):
+            return "not_initialised"
+        raise
+    db.session.execute(text("SELECT 1"))
+    return "ok"

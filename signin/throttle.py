@@ -28,7 +28,7 @@ from signin.auth import calling_service
 from signin.errors import APIError, TemporarilyUnavailable
 from signin.models import username_key
 from signin.parsing import body_fields
-from signin.redis_client import LIMITER_OPTIONS
+from signin.redis_client import limiter_options
 
 DAY = 86400
 
@@ -160,10 +160,8 @@ def init_app(app: Flask) -> None:
     """Bind the limiter to the app's Redis."""
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["redis"].limiter_url)
     # The storage, unlike the limiter, is rebuilt for every app it is bound to.
-    app.config.setdefault(
-        "RATELIMIT_STORAGE_OPTIONS",
-        {"key_prefix": app.config["SIGNIN_REDIS_PREFIX"] + "limits", **LIMITER_OPTIONS},
-    )
+    storage = {"key_prefix": app.config["SIGNIN_REDIS_PREFIX"] + "limits"}
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage | limiter_options(app.config["SIGNIN_STORE_TIMEOUT"]))
     if not app.config["RATELIMIT_ENABLED"]:
         return  # the throttled views skip the limiter; its hooks would only cost time
     # Registered before the limiter's own hook, so it runs after it.

