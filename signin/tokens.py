@@ -1,4 +1,4 @@
-"""The token store: issue, resolve, rotate and revoke opaque tokens in Redis.
+"""The token store: issue, resolve, rotate and revoke opaque tokens in Redis; list and end a user's sessions.
 
 A token is ``<selector>.<verifier>``: the selector (128 random bits) names its
 session, the verifier (256 random bits) proves the token. Access and refresh
@@ -9,20 +9,28 @@ one from a stolen copy of Redis takes 2**128 work; a selector's to 96 bits, for
 it only names a key (two live sessions share one with odds under 10**-11 at a
 billion sessions, and a shared key would refuse a token, never admit one).
 
-- ``p s:<digest(selector)>``: the session, one JSON record holding who it
-  belongs to and the digests of its current access and refresh verifiers (and,
-  once rotated, of the refresh verifier before them, to recognise reuse). Its
-  TTL is the longer token lifetime; the access token's expiry is in the record,
-  and the refresh token's is its issue time plus its lifetime.
-- ``p u:<user id>``: a sorted set of the user's session keys' digests, scored
+- ``p s:<digest(selector)>``: the session, one record (``signin.records``)
+  holding who it belongs to, where it came from and the digests of its
+  current tokens. Its TTL runs from the last sign-in or rotation for the
+  longer token lifetime, and never past the session's maximum age.
+- ``p u:<user id>``: the user's index, a sorted set of their sessions scored
   by expiry rounded up (so most rotations leave it alone), for
-  signout-everywhere; expired entries are pruned on each write, and the set
-  lives as long as its last session.
+  signout-everywhere, listing, and the cap on sessions per user; expired
+  entries are pruned on each write, and the set lives as long as its last
+  session. A session being evicted over the cap is scored -1 until its key
+  is gone, so it stays findable and no longer counts.
 
 One key per session makes every change to it a single-key operation (a
 rotation is one Lua script that checks and rewrites the record), so the store
 is exact under concurrency and works on Redis Cluster; checking a token is one
-``GET``, rotating one is one ``EVAL``.
+``GET`` (and, once every ``touch_seconds``, one more to note the use);
+rotating one is one ``EVAL``.
+
+Every write is safe to send twice, for the client retries a dropped
+connection: keys are random, and a rotation knows its own retry by the new
+digests it carries. A rotation whose answer is lost altogether (Redis stalled
+past the timeout) is undone in the background, so the client's refresh
+token works again rather than counting as spent.
 
 With ``min_replicas``, a new or rotated pair is handed out only once that many
 replicas hold it (Redis ``WAIT`` on the connection that wrote it), so a
@@ -34,22 +42,31 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
+import logging
 import re
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, NamedTuple, NoReturn
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
+import redis.exceptions
 from redis import Redis
 from redis.cluster import RedisCluster
+
+from signin.records import LUA_RECORD, USER_AGENT_LENGTH, Session, index_member, member_ref, public_id
+
+log = logging.getLogger(__name__)
 
 SELECTOR_BYTES = 16
 VERIFIER_BYTES = 32
 VERIFIER_DIGEST_BYTES = 16
 SELECTOR_DIGEST_BYTES = 12
 TOKEN_PATTERN = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
+# How long a lost rotation's undo keeps trying to reach Redis, and how often.
+UNDO_PATIENCE = 60.0
+UNDO_INTERVAL = 0.5
 
 # Replace a value only if it is still the one that was read.
 COMPARE_AND_SET = """
@@ -59,35 +76,113 @@ end
 return false
 """
 
-# Add or move a session in its user's index, drop the expired ones, and keep
-# the index until its last session's score.
+# Add session ARGV[1] to its user's index with score ARGV[2]; at time ARGV[3],
+# drop the expired; beyond ARGV[4] live sessions, mark the oldest others as
+# being evicted (score -1). Keep the index until its last session's score.
+# Returns every member being evicted, for the caller to end.
 INDEX = """
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
+local excess = #live - tonumber(ARGV[4])
+if excess > 0 then
+  table.sort(live)
+  for _, member in ipairs(live) do
+    if excess == 0 then break end
+    if member ~= ARGV[1] then
+      redis.call('ZADD', KEYS[1], -1, member)
+      excess = excess - 1
+    end
+  end
+end
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-return redis.call('EXPIREAT', KEYS[1], last[2] + 1)
+redis.call('EXPIREAT', KEYS[1], last[2] + 1)
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(0')
 """
 
-# Rotate a session whose current refresh digest is ARGV[1], issued less than
-# ARGV[8] s ago: new access and refresh digests (ARGV[2], ARGV[3]), issued at
-# ARGV[4] s = ARGV[5] ms, the access token living ARGV[6] s and the key
-# ARGV[7] s. Returns {1, record as it was, record as it is} if rotated,
-# {0, record} if the digest is another, nothing if there is no session or
-# its refresh token has expired.
+# Move a live member ARGV[1] to score ARGV[2] (not one being evicted, nor one gone), at time ARGV[3]
+# drop the expired, and keep the index as long as its last session.
+REINDEX = """
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not score or tonumber(score) < 0 then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], last[2] + 1)
+return 1
+"""
+
+# Rotate a session whose current refresh digest is ARGV[1]: new access and
+# refresh digests ARGV[2], ARGV[3], at ARGV[4] s = ARGV[5] ms; the access
+# token lives ARGV[6] s, the key ARGV[7] s, the refresh token ARGV[8] s, the
+# session ARGV[9] s from its sign-in (0: no limit). Returns {1, record as it
+# was, record as it is} if rotated; {2, record} if this very rotation was
+# already made (the client's retry); {0, record} if the digest is another;
+# nothing if there is no session or its refresh token or itself has expired.
 # Lua compares interned strings by identity, so the time taken does not
 # depend on how much of a digest matches.
-ROTATE = """
+ROTATE = (
+    LUA_RECORD
+    + """
 local value = redis.call('GET', KEYS[1])
 if not value then return false end
-local s = cjson.decode(value)
-if s[8] ~= ARGV[1] then return {0, value} end
+local s = load_record(value)
+if s[F.refresh_digest] ~= ARGV[1] then
+  if s[F.previous_refresh_digest] == ARGV[1] and s[F.access_digest] == ARGV[2] and s[F.refresh_digest] == ARGV[3] then
+    return {2, value}
+  end
+  return {0, value}
+end
+if s[F.cancelled_digest] == ARGV[3] then return {0, value} end
 local now = tonumber(ARGV[4])
-if now >= s[5] + tonumber(ARGV[8]) then return false end
-s[5], s[6], s[7], s[8], s[9], s[10] = now, now + tonumber(ARGV[6]), ARGV[2], ARGV[3], s[8], tonumber(ARGV[5])
-local rotated = cjson.encode(s)
-redis.call('SET', KEYS[1], rotated, 'EX', ARGV[7])
+if now >= s[F.issued_at] + tonumber(ARGV[8]) then return false end
+local ends = now + tonumber(ARGV[7])
+if tonumber(ARGV[9]) > 0 then ends = math.min(ends, s[F.created_at] + tonumber(ARGV[9])) end
+if now >= ends then return false end
+s[F.issued_at], s[F.expires_at] = now, math.min(now + tonumber(ARGV[6]), ends)
+s[F.access_digest], s[F.refresh_digest], s[F.last_used_at] = ARGV[2], ARGV[3], now
+s[F.previous_refresh_digest], s[F.rotated_at_ms], s[F.cancelled_digest] = ARGV[1], tonumber(ARGV[5]), ''
+local rotated = dump_record(s)
+redis.call('SET', KEYS[1], rotated, 'EX', ends - now)
 return {1, value, rotated}
 """
+)
+
+# Undo the rotation of refresh digest ARGV[1] to ARGV[2] (access), ARGV[3]
+# (refresh), whose answer never reached the client: if it was made, the
+# presented refresh token is current again (its access token stays dead);
+# if not, it never will be. Safe in either order with the rotation, and twice.
+UNDO_ROTATION = (
+    LUA_RECORD
+    + """
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local s = load_record(value)
+if s[F.refresh_digest] == ARGV[3] and s[F.previous_refresh_digest] == ARGV[1] then
+  s[F.refresh_digest], s[F.access_digest] = ARGV[1], ''
+  s[F.previous_refresh_digest], s[F.rotated_at_ms] = '', 0
+elseif s[F.refresh_digest] ~= ARGV[1] then
+  return 0
+end
+s[F.cancelled_digest] = ARGV[3]
+redis.call('SET', KEYS[1], dump_record(s), 'KEEPTTL')
+return 1
+"""
+)
+
+# Note the use of access digest ARGV[1] at ARGV[2], unless noted less than ARGV[3] s ago.
+TOUCH = (
+    LUA_RECORD
+    + """
+local value = redis.call('GET', KEYS[1])
+if not value then return 0 end
+local s = load_record(value)
+if s[F.access_digest] ~= ARGV[1] or tonumber(ARGV[2]) - s[F.last_used_at] < tonumber(ARGV[3]) then return 0 end
+s[F.last_used_at] = tonumber(ARGV[2])
+redis.call('SET', KEYS[1], dump_record(s), 'KEEPTTL')
+return 1
+"""
+)
 
 
 def _text(raw: bytes) -> str:
@@ -122,58 +217,15 @@ def _split(token: str) -> tuple[str, str] | None:
     return (session_ref(match[1]), digest(match[2])) if match else None
 
 
-class Session(NamedTuple):
-    """A session as Redis holds it: whose it is, and the digests of its live tokens.
-
-    A named tuple, not a frozen dataclass: one is built on every token check,
-    and a tuple is built several times faster.
-    """
-
-    ref: str  # digest of the selector: the session's key
-    user_id: int
-    username: str
-    client_id: str
-    scope: str
-    issued_at: int  # of the current access token
-    expires_at: int  # of the current access token
-    access_digest: str
-    refresh_digest: str
-    previous_refresh_digest: str = ""
-    rotated_at_ms: int = 0
-
-    @property
-    def public_id(self) -> str:
-        """Name the session in logs: stable across rotation, useless to anyone who reads it."""
-        return digest(self.ref)[:12]
-
-    def dump(self) -> str:
-        fields = [
-            self.user_id,
-            self.username,
-            self.client_id,
-            self.scope,
-            self.issued_at,
-            self.expires_at,
-            self.access_digest,
-            self.refresh_digest,
-        ]
-        if self.rotated_at_ms:
-            fields += [self.previous_refresh_digest, self.rotated_at_ms]
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
-
-    @classmethod
-    def load(cls, ref: str, value: str) -> Session:
-        return cls(ref, *json.loads(value))
-
-
 @dataclass(frozen=True)
 class IssuedTokens:
-    """A fresh token pair, shown to the client once."""
+    """A fresh token pair, shown to the client once, and the sessions its sign-in evicted over the cap."""
 
     access_token: str
     refresh_token: str
     expires_in: int
     session: Session
+    evicted: list[str] = field(default_factory=list)  # public ids
 
 
 class RefreshRejected(Exception):
@@ -199,6 +251,9 @@ class TokenStore:
         access_ttl: int = 604800,
         refresh_ttl: int = 604800,
         reuse_grace: int = 10,
+        max_age: int = 7776000,
+        max_sessions: int = 100,
+        touch_seconds: int = 300,
         prefix: str = "signin:",
         min_replicas: int = 0,
         replica_timeout_ms: int = 500,
@@ -213,6 +268,9 @@ class TokenStore:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
         self.reuse_grace = reuse_grace
+        self.max_age = max_age
+        self.max_sessions = max_sessions
+        self.touch_seconds = touch_seconds
         self.prefix = prefix
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
@@ -226,13 +284,18 @@ class TokenStore:
             access_ttl=config["SIGNIN_ACCESS_TOKEN_TTL"],
             refresh_ttl=config["SIGNIN_REFRESH_TOKEN_TTL"],
             reuse_grace=config["SIGNIN_REFRESH_REUSE_GRACE"],
+            max_age=config["SIGNIN_SESSION_MAX_AGE"],
+            max_sessions=config["SIGNIN_MAX_SESSIONS_PER_USER"],
+            touch_seconds=config["SIGNIN_SESSION_TOUCH_SECONDS"],
             prefix=config["SIGNIN_REDIS_PREFIX"],
             min_replicas=config["SIGNIN_REDIS_MIN_REPLICAS"],
             replica_timeout_ms=config["SIGNIN_REDIS_REPLICA_TIMEOUT_MS"],
         )
 
-    def issue(self, user_id: int, username: str, client_id: str, scope: str) -> IssuedTokens:
-        """Start a new session for a user and return its first token pair."""
+    def issue(
+        self, user_id: int, username: str, client_id: str, scope: str, *, address: str = "", user_agent: str = ""
+    ) -> IssuedTokens:
+        """Start a new session for a user and return its first token pair; end their oldest beyond the cap."""
         selector, access, refresh = random_parts(SELECTOR_BYTES, VERIFIER_BYTES, VERIFIER_BYTES)
         now = int(self.clock())
         session = Session(
@@ -242,43 +305,57 @@ class TokenStore:
             client_id=client_id,
             scope=scope,
             issued_at=now,
-            expires_at=now + self.access_ttl,
+            expires_at=min(now + self.access_ttl, self._ends(now, now)),
             access_digest=digest(access),
             refresh_digest=digest(refresh),
+            created_at=now,
+            last_used_at=now,
+            address=address,
+            user_agent=user_agent[:USER_AGENT_LENGTH],
         )
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.set(self._session_key(session.ref), session.dump(), ex=self._ttl(session))
             self._index(pipe, session)
             self._wait(pipe)
-            replicated = self._replicated(pipe.execute())
-        if not replicated:
+            results = pipe.execute()
+        if not self._replicated(results):
             # The client never sees these tokens, so they need not outlive the refusal.
             self.revoke_session(session)
             raise NotReplicated()
-        return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", self.access_ttl, session)
+        evicted = self._end_evicted(user_id, results[1])
+        expires_in = session.expires_at - now
+        return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", expires_in, session, evicted)
 
     def resolve(self, access_token: str) -> Session | None:
-        """Return the session of a live access token, in one round trip."""
+        """Return the session of a live access token, in one round trip (two, once every touch_seconds)."""
         session, presented = self._find(access_token)
         if session is None or not hmac.compare_digest(session.access_digest, presented):
             return None
-        return session if session.expires_at > self.clock() else None
+        now = self.clock()
+        if session.expires_at <= now:
+            return None
+        self._touch(session, now)
+        return session
 
     def resolve_any(self, token: str) -> tuple[Session, int] | None:
         """Return the session of a live access or unspent refresh token, and when that token expires.
 
-        One round trip.
+        One round trip (two, once every touch_seconds for an access token).
         """
         session, presented = self._find(token)
         if session is None:
             return None
+        now = self.clock()
         if hmac.compare_digest(session.access_digest, presented):
             expires_at = session.expires_at
+            if expires_at > now:
+                self._touch(session, now)
         elif hmac.compare_digest(session.refresh_digest, presented):
-            expires_at = session.issued_at + self.refresh_ttl  # the key may outlive it
+            # The key may outlive it.
+            expires_at = min(session.issued_at + self.refresh_ttl, self._ends(session.created_at, session.issued_at))
         else:
             return None
-        return (session, expires_at) if expires_at > self.clock() else None
+        return (session, expires_at) if expires_at > now else None
 
     def rotate(self, refresh_token: str) -> IssuedTokens:
         """Exchange a refresh token, exactly once, for a new pair of the same session, in one round trip.
@@ -286,7 +363,9 @@ class TokenStore:
         Raises ``RefreshRejected`` with reason ``unknown``, ``reused`` (a spent
         token within the grace, or a lost race: refused, session kept) or
         ``reuse_detected`` (a spent token after the grace: session revoked);
-        ``NotReplicated`` with the session put back as it was.
+        ``NotReplicated`` with the session put back as it was. If Redis cannot
+        be reached or does not answer in time, the rotation is undone in the
+        background and the error raised: the token works again once Redis does.
         """
         parts = _split(refresh_token)
         if parts is None:
@@ -296,42 +375,40 @@ class TokenStore:
         now_ms = int(self.clock() * 1000)
         now = now_ms // 1000
         key, digests = self._session_key(ref), (digest(access), digest(refresh))
-        reply, replicated = self._write(
-            "EVAL",
-            ROTATE,
-            1,
-            key,
-            presented,
-            *digests,
-            now,
-            now_ms,
-            self.access_ttl,
-            self._lifetime(),
-            self.refresh_ttl,
-        )
+        arguments = (presented, *digests, now, now_ms, self.access_ttl, self._lifetime(), self.refresh_ttl)
+        try:
+            reply, replicated = self._write("EVAL", ROTATE, 1, key, *arguments, self.max_age)
+        except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            self._undo_later(key, presented, *digests)
+            raise
         if reply is None:
             raise RefreshRejected("unknown")
-        rotated, value, *written = reply
-        old = Session.load(ref, value)
-        if not rotated:
-            self._refuse(old, presented, now_ms)
-        new = Session.load(ref, written[0])
-        if replicated and self._index_score(new) != self._index_score(old):
+        outcome, value, *written = reply
+        if not outcome:
+            self._refuse(Session.load(ref, value), presented, now_ms)
+        old, new = (Session.load(ref, value), Session.load(ref, (written or [value])[0]))
+        if replicated and (outcome == 2 or self._index_score(new) != self._index_score(old)):
             with self.redis.pipeline(transaction=False) as pipe:
-                self._index(pipe, new)
+                self._reindex(pipe, new)
                 self._wait(pipe)
                 replicated = self._replicated(pipe.execute())
         if not replicated:
-            # No client will see the new pair: the presented token works again.
-            self.redis.eval(COMPARE_AND_SET, 1, key, written[0], value, self._ttl(old))
+            # No client will see the new pair: the presented token works again (and, but after
+            # a retried write, whose first state is gone, its access token too).
+            if outcome == 1:
+                self.redis.eval(COMPARE_AND_SET, 1, key, written[0], value, self._ttl(old))
+            else:
+                self.redis.eval(UNDO_ROTATION, 1, key, presented, *digests)
             raise NotReplicated()
         selector = refresh_token.split(".")[0]
-        return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", self.access_ttl, new)
+        return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", new.expires_at - now, new)
 
     def _refuse(self, session: Session, presented: str, now_ms: int) -> NoReturn:
         """Say why a refresh token that is not the session's current one was refused."""
         if hmac.compare_digest(session.access_digest, presented):
             raise RefreshRejected("unknown", session)  # a mix-up, not a theft
+        if hmac.compare_digest(session.refresh_digest, presented):
+            raise RefreshRejected("unknown", session)  # its rotation was lost and cancelled: try again
         spent = hmac.compare_digest(session.previous_refresh_digest, presented)
         if spent and now_ms - session.rotated_at_ms < self.reuse_grace * 1000:
             raise RefreshRejected("reused", session)
@@ -339,11 +416,28 @@ class TokenStore:
         self.revoke_session(session)
         raise RefreshRejected("reuse_detected", session)
 
+    def _undo_later(self, key: str, presented: str, access: str, refresh: str) -> None:
+        """Undo, in the background, a rotation whose answer was lost (see ``UNDO_ROTATION``)."""
+
+        def undo() -> None:
+            deadline = time.monotonic() + UNDO_PATIENCE
+            while time.monotonic() < deadline:
+                try:
+                    self.redis.eval(UNDO_ROTATION, 1, key, presented, access, refresh)
+                    return
+                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                    # Sent but unanswered still lands once Redis wakes; sending again is harmless.
+                    time.sleep(UNDO_INTERVAL)
+            log.warning("a lost rotation could not be undone: its refresh token stays spent")
+
+        threading.Thread(target=undo, name="signin-undo-rotation", daemon=True).start()
+
     def revoke_session(self, session: Session) -> None:
         """Kill a session: its access and refresh token stop working at once."""
         with self.redis.pipeline(transaction=False) as pipe:
             pipe.delete(self._session_key(session.ref))
-            pipe.zrem(self._user_key(session.user_id), session.ref)
+            # An index written before members carried a sign-in time holds the bare ref.
+            pipe.zrem(self._user_key(session.user_id), session.member, session.ref)
             pipe.execute()
 
     def revoke_token(self, token: str) -> Session | None:
@@ -352,32 +446,47 @@ class TokenStore:
         if session is None:
             return None
         known = (session.access_digest, session.refresh_digest, session.previous_refresh_digest)
-        if not any(hmac.compare_digest(presented, candidate) for candidate in known):
+        if not any(hmac.compare_digest(presented, candidate) for candidate in known if candidate):
             return None
         self.revoke_session(session)
         return session
 
-    def revoke_user(self, user_id: int) -> int:
-        """Kill every session of one user; return how many were live."""
+    def revoke_user(self, user_id: int, *, keep: str | None = None) -> int:
+        """Kill every session of one user (but the session ``keep``, a ref); return how many were live."""
         user_key = self._user_key(user_id)
-        refs = self.redis.zrange(user_key, 0, -1)
-        if not refs:
+        members = [member for member in self.redis.zrange(user_key, 0, -1) if member_ref(member) != keep]
+        if not members:
             return 0
         with self.redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.delete(self._session_key(ref))
-            # Only the refs we saw: a session added meanwhile stays findable.
-            pipe.zrem(user_key, *refs)
+            for member in members:
+                pipe.delete(self._session_key(member_ref(member)))
+            # Only the members we saw: a session added meanwhile stays findable.
+            pipe.zrem(user_key, *members)
             return sum(pipe.execute()[:-1])
+
+    def sessions(self, user_id: int) -> list[Session]:
+        """Return a user's live sessions, newest first: one read of the index, one pipelined read per session."""
+        user_key = self._user_key(user_id)
+        members = self.redis.zrangebyscore(user_key, int(self.clock()) + 1, "+inf")
+        if not members:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.get(self._session_key(member_ref(member)))
+            values = pipe.execute()
+        now = self.clock()
+        stored = [Session.load(member_ref(m), value) for m, value in zip(members, values, strict=True) if value]
+        live = [session for session in stored if self._ends(session.created_at, session.issued_at) > now]
+        return sorted(live, key=lambda session: (session.created_at, session.ref), reverse=True)
 
     def session_count(self, user_id: int) -> int:
         """Return how many of a user's sessions are live."""
-        # Index scores are rounded up, so a session only just expired may still be listed.
-        refs = self.redis.zrange(self._user_key(user_id), int(self.clock()) + 1, "+inf", byscore=True)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for ref in refs:
-                pipe.exists(self._session_key(ref))
-            return sum(pipe.execute())
+        return len(self.sessions(user_id))
+
+    def find_session(self, user_id: int, public: str) -> Session | None:
+        """Return the live session of a user that ``public`` names (see ``public_id``), or None."""
+        found = [session for session in self.sessions(user_id) if hmac.compare_digest(public_id(session.ref), public)]
+        return found[0] if found else None
 
     def _find(self, token: str) -> tuple[Session | None, str]:
         """Return the session a token names, and the digest of the verifier it presents."""
@@ -387,16 +496,37 @@ class TokenStore:
         value = self.redis.get(self._session_key(parts[0]))
         return (Session.load(parts[0], value) if value else None), parts[1]
 
+    def _touch(self, session: Session, now: float) -> None:
+        if now - session.last_used_at >= self.touch_seconds:
+            key = self._session_key(session.ref)
+            self.redis.eval(TOUCH, 1, key, session.access_digest, int(now), self.touch_seconds)
+
+    def _end_evicted(self, user_id: int, members: list[str]) -> list[str]:
+        """End the sessions an index write marked as evicted; return the public ids of those that were live."""
+        if not members:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.delete(self._session_key(member_ref(member)))
+            pipe.zrem(self._user_key(user_id), *members)
+            ended = pipe.execute()[:-1]
+        return [public_id(member_ref(member)) for member, gone in zip(members, ended, strict=True) if gone]
+
     def _lifetime(self) -> int:
         # From the last issue or rotation, the key lives as long as the longer-lived of its two tokens.
         return max(self.access_ttl, self.refresh_ttl)
 
+    def _ends(self, created_at: int, issued_at: int) -> int:
+        """Return when a session's key expires: its lifetime from ``issued_at``, capped by its maximum age."""
+        ends = issued_at + self._lifetime()
+        return min(ends, created_at + self.max_age) if self.max_age else ends
+
     def _ttl(self, session: Session) -> int:
         """Return the seconds a session's key has left to live."""
-        return max(1, session.issued_at + self._lifetime() - int(self.clock()))
+        return max(1, self._ends(session.created_at, session.issued_at) - int(self.clock()))
 
     def _index_score(self, session: Session) -> int:
-        """Return a session's score in its user's index: its key's expiry, rounded up.
+        """Return a session's score in its user's index: its key's expiry, rounded up (but never past its maximum age).
 
         Rounded up to an eighth of the key's lifetime, so that a rotation
         moves it (a second round trip) at most once in that time; as a score
@@ -404,12 +534,18 @@ class TokenStore:
         live session findable.
         """
         step = max(1, self._lifetime() // 8)
-        return -(-(session.issued_at + self._lifetime()) // step) * step
+        rounded = -(-(session.issued_at + self._lifetime()) // step) * step
+        return min(rounded, session.created_at + self.max_age) if self.max_age else rounded
 
     def _index(self, pipe: Redis, session: Session) -> None:
-        # One script, not four commands: a pipeline costs redis-py per command.
+        # One script, not several commands: a pipeline costs redis-py per command.
         key, score = self._user_key(session.user_id), self._index_score(session)
-        pipe.execute_command("EVAL", INDEX, 1, key, session.ref, score, session.issued_at)
+        cap = self.max_sessions
+        pipe.execute_command("EVAL", INDEX, 1, key, session.member, score, session.issued_at, cap)
+
+    def _reindex(self, pipe: Redis, session: Session) -> None:
+        key, score = self._user_key(session.user_id), self._index_score(session)
+        pipe.execute_command("EVAL", REINDEX, 1, key, session.member, score, session.issued_at)
 
     def _write(self, *command: object) -> tuple[Any, bool]:
         """Run one write command; return its reply and whether enough replicas acknowledged it."""
@@ -434,3 +570,6 @@ class TokenStore:
 
     def _user_key(self, user_id: int) -> str:
         return f"{self.prefix}u:{user_id}"
+
+
+__all__ = ["IssuedTokens", "NotReplicated", "RefreshRejected", "Session", "TokenStore", "index_member", "public_id"]

@@ -8,10 +8,14 @@ import pytest
 
 from signin import create_app
 from signin.extensions import db
+from signin.redis_client import client_from_url
+from signin.tokens import RefreshRejected, TokenStore
 from tests.conftest import PASSWORD, SIGNIN, Accounts, assert_unavailable
+from tests.faults import DroppingProxy, stalled
 from tests.servers import RedisServer, free_port
 
 ME = "/api/v2/account/me/"
+REFRESH = "/api/v2/account/refresh/"
 
 
 @pytest.fixture
@@ -136,3 +140,42 @@ def test_a_redis_that_failed_to_save_is_503(make_app, tmp_path):
         assert admin.info("persistence")["rdb_last_bgsave_status"] == "err"  # writes now get MISCONF
 
         assert_unavailable(app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
+
+
+def test_a_rotation_whose_reply_was_lost_answers_its_own_retry(redis_server):
+    # The connection drops after Redis ran the rotation; redis-py sends the same script again.
+    with DroppingProxy(redis_server.port) as proxy:
+        client = client_from_url(proxy.url, 1.0)
+        store = TokenStore(client, prefix="drop:")
+        issued = store.issue(1, "alice", "signin", "read")
+        proxy.drop_next_reply()
+
+        rotated = store.rotate(issued.refresh_token)
+
+        assert proxy.dropped == 1
+        assert store.resolve(rotated.access_token) == rotated.session
+        with pytest.raises(RefreshRejected) as spent:
+            store.rotate(issued.refresh_token)
+        assert spent.value.reason == "reused"
+        client.close()
+
+
+def test_a_refresh_during_a_redis_stall_fails_fast_and_its_retry_succeeds(make_app, redis_server):
+    app = make_app({"REDIS_URL": redis_server.url, "SIGNIN_STORE_TIMEOUT": 0.3})
+    accounts = Accounts(app, app.test_client())
+    accounts.create("alice")
+    token = accounts.signin()
+    refresh = {"refresh_token": token["refresh_token"]}
+
+    with stalled(redis_server, 1.5):
+        started = time.monotonic()
+        assert_unavailable(app.test_client().post(REFRESH, json=refresh))
+        assert time.monotonic() - started < 1.0
+
+    # Redis has run the lost rotation by now; its undo lands just after.
+    deadline = time.monotonic() + 5
+    while (response := app.test_client().post(REFRESH, json=refresh)).status_code != 200:
+        assert response.status_code == 401 and time.monotonic() < deadline
+        time.sleep(0.1)
+    fresh = response.get_json()["token"]
+    assert app.test_client().get(ME, headers=accounts.bearer(fresh)).status_code == 200

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 
 import pytest
 
-from signin.tokens import RefreshRejected, TokenStore, digest, session_ref
+from signin.tokens import RefreshRejected, Session, TokenStore, digest, session_ref
 from tests.conftest import Accounts
 
 REFRESH = "/api/v2/account/refresh/"
@@ -187,21 +186,27 @@ def test_a_rotated_record_holds_the_new_digests_and_the_spent_one(client, accoun
 
     new = client.post(REFRESH, json={"refresh_token": old["refresh_token"]}).get_json()["token"]
 
-    record = json.loads(redis.get(f"{prefix}s:{session_ref(selector)}"))
-    issued_at, rotated_at_ms = record[4], record[9]
-    assert record == [
-        alice,
-        "alice",
-        "signin",
-        "read write",
-        issued_at,
-        issued_at + 604800,
-        digest(new["access_token"].split(".")[1]),
-        digest(new["refresh_token"].split(".")[1]),
-        digest(spent),
-        rotated_at_ms,
-    ]
-    assert rotated_at_ms // 1000 == issued_at
+    ref = session_ref(selector)
+    session = Session.load(ref, redis.get(f"{prefix}s:{ref}"))
+    issued_at, rotated_at_ms = session.issued_at, session.rotated_at_ms
+    assert session == Session(
+        ref=ref,
+        user_id=alice,
+        username="alice",
+        client_id="signin",
+        scope="read write",
+        issued_at=issued_at,
+        expires_at=issued_at + 604800,
+        access_digest=digest(new["access_token"].split(".")[1]),
+        refresh_digest=digest(new["refresh_token"].split(".")[1]),
+        created_at=session.created_at,
+        last_used_at=issued_at,
+        address="127.0.0.1",
+        user_agent=session.user_agent,
+        previous_refresh_digest=digest(spent),
+        rotated_at_ms=rotated_at_ms,
+    )
+    assert rotated_at_ms // 1000 == issued_at >= session.created_at
 
 
 @pytest.mark.parametrize("username", ["zoë/名前", 'quote"back\\slash', "tab\there"])
@@ -232,9 +237,11 @@ def test_rotations_move_the_user_index_only_when_its_rounded_expiry_moves(redis,
     session = store.rotate(token).session
     moved = redis.zrange(index, 0, -1, withscores=True)
 
-    assert first == [(session.ref, start + 850)]  # expiry start + 800
-    assert unmoved == [("expired", start), (session.ref, start + 850)]  # expiry start + 830: index not written
-    assert moved == [(session.ref, start + 950)]  # expiry start + 860
+    member = session.member
+    assert member == f"{start:08x}{session.ref}"  # signed in at start
+    assert first == [(member, start + 850)]  # expiry start + 800
+    assert unmoved == [("expired", start), (member, start + 850)]  # expiry start + 830: index not written
+    assert moved == [(member, start + 950)]  # expiry start + 860
     assert redis.ttl(index) >= redis.ttl(f"{prefix}s:{session.ref}")
     assert store.revoke_user(7) == 1
 
@@ -242,7 +249,10 @@ def test_rotations_move_the_user_index_only_when_its_rounded_expiry_moves(redis,
 def test_a_refresh_token_shorter_lived_than_its_access_token_expires_on_time(redis, prefix):
     # The key lives as long as the access token; the refresh token must still die at its own expiry.
     now = [time.time()]
-    store = TokenStore(redis, prefix=prefix, access_ttl=3600, refresh_ttl=900, clock=lambda: now[0])
+    # Uses not noted: the record must stay byte for byte as issued.
+    store = TokenStore(
+        redis, prefix=prefix, access_ttl=3600, refresh_ttl=900, touch_seconds=10**6, clock=lambda: now[0]
+    )
     issued = store.issue(9, "u", "signin", "read")
     now[0] += 899
     assert store.resolve_any(issued.refresh_token) == (issued.session, issued.session.issued_at + 900)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from importlib.metadata import version
 
 import pytest
 
@@ -11,6 +12,8 @@ from signin.models import User
 from signin.passwords import hash_password
 from signin.tokens import digest, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts
+
+werkzeug_version = version("werkzeug")
 
 # A selector naming the session (128 bits) and a verifier proving the token (256 bits).
 TOKEN = re.compile(r"[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}")
@@ -286,12 +289,18 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
         issued_at + 604800,
         digest(access_verifier),
         digest(refresh_verifier),
+        issued_at,  # created_at
+        issued_at,  # last_used_at
+        "127.0.0.1",
+        "Werkzeug/" + werkzeug_version,
     ]
     assert len(session_ref(selector)) == 16 and len(digest(access_verifier)) == 22  # 96 and 128 bits
-    # The index scores the key's expiry rounded up to an eighth of its lifetime, and outlives it.
+    # The index scores the key's expiry rounded up to an eighth of its lifetime, and outlives it;
+    # its member is the sign-in time in hex, then the ref.
     step = 604800 // 8
     score = -(-(issued_at + 604800) // step) * step
-    assert redis.zrange(f"{prefix}u:{alice}", 0, -1, withscores=True) == [(session_ref(selector), score)]
+    member = f"{issued_at:08x}{session_ref(selector)}"
+    assert redis.zrange(f"{prefix}u:{alice}", 0, -1, withscores=True) == [(member, score)]
     assert redis.ttl(f"{prefix}u:{alice}") >= redis.ttl(session_key)
     for key in keys:
         ceiling = {"known": 30 * 86400, "u": 604800 + step + 1}.get(key.removeprefix(prefix).split(":")[0], 604800)

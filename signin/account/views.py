@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response, g, request
 
 from signin import accounts, audit
 from signin.account.schemas import RefreshSchema, SigninSchema, SignoutSchema, TokenRequestSchema, grant
 from signin.auth import require_service, require_token, token_store
 from signin.errors import InvalidGrant
 from signin.parsing import load
-from signin.throttle import remember_address, throttle_refresh, throttle_service, throttle_signin
+from signin.throttle import client_address, remember_address, throttle_refresh, throttle_service, throttle_signin
 from signin.tokens import IssuedTokens, RefreshRejected, Session
 
 bp = Blueprint("account", __name__, url_prefix="/api/v2/account")
@@ -51,7 +51,14 @@ def signin() -> dict:
     client_id, scope = grant(data["client_id"], data["scope"])
     try:
         user = accounts.authenticate(data["username"], data["password"])
-        issued = token_store().issue(user.id, user.username, client_id, scope)
+        issued = token_store().issue(
+            user.id,
+            user.username,
+            client_id,
+            scope,
+            address=client_address(),
+            user_agent=request.headers.get("User-Agent", ""),
+        )
         if not accounts.is_active(user.id):
             # Disabled during the password check: `users disable` may have ended
             # the user's sessions before this one existed.

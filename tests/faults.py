@@ -1,0 +1,91 @@
+"""Real faults between the service and a real Redis: a TCP proxy that loses a reply, a server that stalls."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from types import TracebackType
+from typing import Self
+
+from tests.servers import HOST, RedisServer
+
+
+class DroppingProxy:
+    """Forward TCP to a server on 127.0.0.1; on request, close a connection instead of passing its next reply.
+
+    The server has received and run the command by then, so the client sees
+    what a crash after the write looks like: a dropped connection, its
+    outcome unknown.
+    """
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server((HOST, 0))
+        self.port = self.listener.getsockname()[1]
+        self.url = f"redis://{HOST}:{self.port}/0"
+        self._drop = threading.Event()
+        self.dropped = 0
+        self._closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def drop_next_reply(self) -> None:
+        """Close the connection that next receives a reply, instead of passing it on."""
+        self._drop.set()
+
+    def close(self) -> None:
+        self._closing = True
+        self.listener.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.close()
+
+    def _accept(self) -> None:
+        while not self._closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((HOST, self.target_port))
+            threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                if replies and self._drop.is_set():
+                    self._drop.clear()
+                    self.dropped += 1
+                    break
+                sink.sendall(data)
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+
+@contextlib.contextmanager
+def stalled(server: RedisServer, seconds: float) -> Iterator[None]:
+    """Stop the server (SIGSTOP) for the block, then for what remains of ``seconds``, in the background."""
+    assert server.process is not None
+    pid = server.process.pid
+    os.kill(pid, signal.SIGSTOP)
+    resume_at = time.monotonic() + seconds
+
+    def resume() -> None:
+        time.sleep(max(0.0, resume_at - time.monotonic()))
+        os.kill(pid, signal.SIGCONT)
+
+    waker = threading.Thread(target=resume, daemon=True)
+    try:
+        yield
+    finally:
+        waker.start()
+        waker.join()
