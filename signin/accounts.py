@@ -1,12 +1,26 @@
-"""Users: create them, change their passwords, and tell whether a sign-in is genuine."""
+"""Users and their sessions: who may sign in, and what ends sessions.
+
+The rules live here, and the views and the CLI both call them: a sign-in is
+checked at one hash's cost whatever fails, and checked again once its
+session exists, for a password set or a user disabled during the hash must
+not leave a session behind; setting a password or disabling a user ends
+every session, changing one's own ends every other. Each change writes its
+audit line.
+"""
 
 from __future__ import annotations
 
+import hmac
+
 from flask import current_app
 
+from signin import audit, policy
+from signin.auth import token_store
+from signin.events import Event, Outcome
 from signin.extensions import db
 from signin.models import User, username_key
 from signin.passwords import hash_password, needs_rehash, verify_dummy, verify_password
+from signin.tokens import IssuedTokens, Session
 
 
 class AuthenticationFailed(Exception):
@@ -15,6 +29,18 @@ class AuthenticationFailed(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class WrongPassword(Exception):
+    """The current password given to re-authenticate is not the user's."""
+
+
+class WeakPassword(Exception):
+    """A new password the policy refuses; ``reasons`` says why (``signin.policy.REASONS``)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(", ".join(reasons))
+        self.reasons = reasons
 
 
 class UsernameTaken(Exception):
@@ -39,33 +65,156 @@ def authenticate(username: str, password: str) -> User:
         raise AuthenticationFailed("bad_password")
     if not user.is_active:
         raise AuthenticationFailed("disabled")
-    if needs_rehash(user.password_hash, _method()):
-        user.password_hash = hash_password(password, _method())
-        db.session.commit()
     return user
 
 
-def is_active(user_id: int) -> bool:
-    """Read afresh whether a user may sign in, in a new transaction (one begun earlier may not see a change)."""
+def sign_in(username: str, password: str, *, client_id: str, scope: str, address: str, user_agent: str) -> IssuedTokens:
+    """Start a session for these credentials, or raise ``AuthenticationFailed``; audited either way."""
+    try:
+        user = authenticate(username, password)
+        verified = (user.password_hash, True)
+        issued = token_store().issue(user.id, user.username, client_id, scope, address=address, user_agent=user_agent)
+        # The hash took a while: a password set or a user disabled meanwhile may have
+        # ended the user's sessions before this one existed.
+        if _credentials(user.id) != verified:
+            token_store().revoke_session(issued.session)
+            raise AuthenticationFailed("credentials_changed")
+    except AuthenticationFailed as failure:
+        audit.record(Event.SIGNIN, Outcome.FAILURE, reason=failure.reason, username=username, client_id=client_id)
+        raise
+    _rehash(user.id, verified[0], password)
+    session = issued.session
+    audit.record(Event.SIGNIN, Outcome.SUCCESS, **audit.about(session))
+    for evicted in issued.evicted:
+        audit.record(Event.SESSION_EVICTED, Outcome.SUCCESS, username=session.username, session=evicted)
+    return issued
+
+
+def _credentials(user_id: int) -> tuple[str, bool] | None:
+    """Read afresh, in a new transaction (one begun earlier may not see a change), what a sign-in depends on."""
     db.session.commit()
-    return bool(db.session.scalar(db.select(User.is_active).filter_by(id=user_id)))
+    row = db.session.execute(db.select(User.password_hash, User.is_active).filter_by(id=user_id)).one_or_none()
+    return (row.password_hash, row.is_active) if row else None
+
+
+def _rehash(user_id: int, verified: str, password: str) -> None:
+    """Move the hash a sign-in verified to the configured method, if made otherwise, unless it changed meanwhile."""
+    if not needs_rehash(verified, _method()):
+        return
+    rehashed = hash_password(password, _method())
+    db.session.execute(db.update(User).filter_by(id=user_id, password_hash=verified).values(password_hash=rehashed))
+    db.session.commit()
 
 
 def create_user(username: str, password: str) -> User:
-    """Add a user, or raise ``UsernameTaken``."""
+    """Add a user whose password the policy allows, or raise ``UsernameTaken`` or ``WeakPassword``."""
     if User.find(username) is not None:
         raise UsernameTaken(username)
+    _allowed(password, username)
     user = User(
-        username=username,
-        username_key=username_key(username),
-        password_hash=hash_password(password, _method()),
+        username=username, username_key=username_key(username), password_hash=hash_password(password, _method())
     )
     db.session.add(user)
     db.session.commit()
+    audit.record(Event.USER_CREATED, Outcome.SUCCESS, username=username)
     return user
 
 
-def set_password(user: User, password: str) -> None:
-    """Replace a user's password."""
+def set_password(user: User, password: str) -> int:
+    """Replace a user's password (the policy applies) and end every session they have; return how many."""
+    _allowed(password, user.username, unchanged=verify_password(user.password_hash, password))
+    _store_password(user, password)
+    ended = token_store().revoke_user(user.id)
+    audit.record(Event.PASSWORD_SET, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
+    return ended
+
+
+def change_password(session: Session, current: str, new: str) -> int:
+    """Let a session's user replace their password: end every other session they have; return how many.
+
+    Raises ``WrongPassword`` (checked at a sign-in's cost) or ``WeakPassword``.
+    """
+    user = db.session.get(User, session.user_id)
+    if user is None or not verify_password(user.password_hash, current):
+        raise WrongPassword()
+    _allowed(new, user.username, unchanged=hmac.compare_digest(new.encode(), current.encode()))
+    _store_password(user, new)
+    ended = token_store().revoke_user(user.id, keep=session.ref)
+    audit.record(Event.PASSWORD_CHANGED, Outcome.SUCCESS, **audit.about(session), sessions_ended=ended)
+    return ended
+
+
+def _allowed(password: str, username: str, *, unchanged: bool = False) -> None:
+    min_length = current_app.config["SIGNIN_PASSWORD_MIN_LENGTH"]
+    reasons = policy.refusals(password, username, min_length=min_length, unchanged=unchanged)
+    if reasons:
+        raise WeakPassword(reasons)
+
+
+def _store_password(user: User, password: str) -> None:
     user.password_hash = hash_password(password, _method())
     db.session.commit()
+
+
+def disable(user: User) -> int:
+    """Stop a user signing in, and end every session they have; return how many."""
+    user.is_active = False
+    db.session.commit()
+    ended = token_store().revoke_user(user.id)
+    audit.record(Event.USER_DISABLED, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
+    return ended
+
+
+def enable(user: User) -> None:
+    """Let a disabled user sign in again."""
+    user.is_active = True
+    db.session.commit()
+    audit.record(Event.USER_ENABLED, Outcome.SUCCESS, username=user.username)
+
+
+def revoke(user: User) -> int:
+    """End every session a user has (they can sign in again); return how many."""
+    ended = token_store().revoke_user(user.id)
+    audit.record(Event.USER_REVOKED, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
+    return ended
+
+
+def delete(user: User) -> int:
+    """Remove a user, having ended every session they have; return how many.
+
+    Sessions first, then the row, so that no session outlives its user; a
+    sign-in finishing meanwhile finds the user gone when it checks again.
+    """
+    ended = token_store().revoke_user(user.id)
+    db.session.delete(user)
+    db.session.commit()
+    audit.record(Event.USER_DELETED, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
+    return ended
+
+
+def sign_out(session: Session, *, everywhere: bool) -> int:
+    """End the session, or every session of its user; return how many ended."""
+    if everywhere:
+        ended = token_store().revoke_user(session.user_id)
+    else:
+        token_store().revoke_session(session)
+        ended = 1
+    audit.record(Event.SIGNOUT, Outcome.SUCCESS, **audit.about(session), everywhere=everywhere, sessions_ended=ended)
+    return ended
+
+
+def end_session(owner: Session, public_id: str) -> bool:
+    """End the session of ``owner``'s user that ``public_id`` names; tell whether there was one."""
+    found = token_store().find_session(owner.user_id, public_id)
+    if found is None:
+        return False
+    token_store().revoke_session(found)
+    audit.record(Event.SESSION_ENDED, Outcome.SUCCESS, **audit.about(found), by_session=owner.public_id)
+    return True
+
+
+def end_other_sessions(owner: Session) -> int:
+    """End every session of ``owner``'s user but ``owner``; return how many."""
+    ended = token_store().revoke_user(owner.user_id, keep=owner.ref)
+    audit.record(Event.SESSIONS_ENDED, Outcome.SUCCESS, **audit.about(owner), sessions_ended=ended)
+    return ended

@@ -8,22 +8,48 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 from flask import has_request_context, request
 
 from signin import metrics
+from signin.events import Event
 from signin.headers import REQUEST_ID_KEY, made_request_id
 from signin.tokens import Session
 
 log = logging.getLogger("signin.audit")
 
+
 # Built once: json.dumps with options builds an encoder on every call.
 LINE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# What JSON leaves raw but a reader of lines, a terminal or an editor would act on: DEL and the C1
+# controls (NEL among them), line and paragraph separators, and the invisible format characters
+# (Unicode's Cf: bidi overrides and isolates, zero widths, the BOM...). tests/test_audit.py checks
+# this against unicodedata.
+UNSAFE = re.compile(
+    "[\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f"
+    "\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000110bd\U000110cd"
+    "\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0001\U000e0020-\U000e007f]"
+)
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return "".join(f"\\u{unit:04x}" for unit in _utf16(match[0]))
+
+
+def _utf16(character: str) -> list[int]:
+    encoded = character.encode("utf-16-be")
+    return [int.from_bytes(encoded[i : i + 2], "big") for i in range(0, len(encoded), 2)]
+
+
+def line(entry: dict[str, object]) -> str:
+    """Return an audit entry as one line of JSON, whatever its strings hold."""
+    return UNSAFE.sub(_escaped, LINE.encode(entry))
 
 
 def record(
-    event: str,
+    event: Event,
     outcome: str,
     *,
     reason: str | None = None,
@@ -44,7 +70,7 @@ def record(
         "request_id": request_id() if in_request else None,
         **details,
     }
-    log.info(LINE.encode(entry))
+    log.info(line(entry))
     metrics.count_event(event, outcome, reason, details)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -13,10 +14,11 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, routes_command, shell_command, with_appcontext
 
-from signin import accounts, audit, services, serving, settings
+from signin import accounts, audit, services, serving, sessions, settings
 from signin.auth import token_store
 from signin.embedded import EmbeddedUnavailable
 from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
+from signin.events import Event, Outcome
 from signin.extensions import db
 from signin.models import NOT_INITIALISED, USERNAME_KEY_LENGTH, User, database_state, storable, username_key
 from signin.settings import SettingError
@@ -102,23 +104,27 @@ def init_db(admin: bool) -> None:
         return
     password = secrets.token_urlsafe(ADMIN_PASSWORD_BYTES)
     accounts.create_user("admin", password)
-    audit.record("user_created", "success", username="admin")
     click.echo("Created user 'admin'. Its password, shown only this once:")
     click.echo(password)
+
+
+def _weak(weak: accounts.WeakPassword) -> click.ClickException:
+    return click.ClickException(f"the password policy refuses that password: {', '.join(weak.reasons)}")
 
 
 @users.command("create")
 @name_argument
 @password_stdin
 def create_user(name: str, password_stdin: bool) -> None:
-    """Create a user; the password comes from a prompt or standard input."""
+    """Create a user; the password comes from a prompt or standard input, and the password policy applies."""
     if not 1 <= len(name) <= 150 or len(username_key(name)) > USERNAME_KEY_LENGTH:
         raise click.BadParameter(f"a username is 1 to 150 characters long, and {USERNAME_KEY_LENGTH} once normalised")
     try:
         accounts.create_user(name, _read_password(password_stdin))
     except accounts.UsernameTaken:
         raise click.ClickException(f"a user named {name!r} already exists") from None
-    audit.record("user_created", "success", username=name)
+    except accounts.WeakPassword as weak:
+        raise _weak(weak) from None
     click.echo(f"Created user {name!r}.")
 
 
@@ -126,11 +132,12 @@ def create_user(name: str, password_stdin: bool) -> None:
 @name_argument
 @password_stdin
 def set_password(name: str, password_stdin: bool) -> None:
-    """Replace a user's password, and end every session they have."""
+    """Replace a user's password (the password policy applies), and end every session they have."""
     user = _user(name)
-    accounts.set_password(user, _read_password(password_stdin))
-    ended = token_store().revoke_user(user.id)
-    audit.record("password_set", "success", username=user.username, sessions_ended=ended)
+    try:
+        ended = accounts.set_password(user, _read_password(password_stdin))
+    except accounts.WeakPassword as weak:
+        raise _weak(weak) from None
     click.echo(f"Password of {user.username!r} changed; ended {ended} session(s).")
 
 
@@ -139,10 +146,7 @@ def set_password(name: str, password_stdin: bool) -> None:
 def disable(name: str) -> None:
     """Stop a user signing in, and end every session they have."""
     user = _user(name)
-    user.is_active = False
-    db.session.commit()
-    ended = token_store().revoke_user(user.id)
-    audit.record("user_disabled", "success", username=user.username, sessions_ended=ended)
+    ended = accounts.disable(user)
     click.echo(f"Disabled {user.username!r}; ended {ended} session(s).")
 
 
@@ -151,9 +155,7 @@ def disable(name: str) -> None:
 def enable(name: str) -> None:
     """Let a disabled user sign in again."""
     user = _user(name)
-    user.is_active = True
-    db.session.commit()
-    audit.record("user_enabled", "success", username=user.username)
+    accounts.enable(user)
     click.echo(f"Enabled {user.username!r}.")
 
 
@@ -162,9 +164,20 @@ def enable(name: str) -> None:
 def revoke(name: str) -> None:
     """End every session a user has; they can sign in again."""
     user = _user(name)
-    ended = token_store().revoke_user(user.id)
-    audit.record("user_revoked", "success", username=user.username, sessions_ended=ended)
+    ended = accounts.revoke(user)
     click.echo(f"Ended {ended} session(s) of {user.username!r}.")
+
+
+@users.command("delete")
+@name_argument
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def delete(name: str, yes: bool) -> None:
+    """End every session a user has, then remove the user."""
+    user = _user(name)
+    if not yes:
+        click.confirm(f"Delete {user.username!r} and end every session they have?", abort=True)
+    ended = accounts.delete(user)
+    click.echo(f"Deleted {user.username!r}; ended {ended} session(s).")
 
 
 @users.command("list")
@@ -172,8 +185,17 @@ def list_users() -> None:
     """List users, one a line: name, state, live sessions."""
     for user in db.session.scalars(db.select(User).order_by(User.id)):
         state = "active" if user.is_active else "disabled"
-        sessions = token_store().session_count(user.id)
-        click.echo(f"{user.username}\t{state}\t{sessions} session(s)")
+        count = token_store().session_count(user.id)
+        click.echo(f"{user.username}\t{state}\t{count} session(s)")
+
+
+@users.command("sessions")
+@name_argument
+def list_user_sessions(name: str) -> None:
+    """List a user's live sessions, newest first: the account API's fields, one session a line of JSON."""
+    user = _user(name)
+    for session in sessions.of_user(user.id):
+        click.echo(json.dumps(session, ensure_ascii=False))
 
 
 @services_group.command("add")
@@ -186,7 +208,7 @@ def add_service(name: str) -> None:
         secret = services.add_service(name)
     except services.ServiceExists:
         raise click.ClickException(f"a service named {name!r} already exists") from None
-    audit.record("service_added", "success", service=name)
+    audit.record(Event.SERVICE_ADDED, Outcome.SUCCESS, service=name)
     click.echo(f"Registered service {name!r}. Its secret, shown only this once:")
     click.echo(secret)
 
@@ -204,7 +226,7 @@ def remove_service(name: str) -> None:
     """Forget a service; running servers refuse its secret within SIGNIN_SERVICE_CACHE_SECONDS."""
     if not services.remove_service(name):
         raise click.ClickException(f"no service named {name!r}")
-    audit.record("service_removed", "success", service=name)
+    audit.record(Event.SERVICE_REMOVED, Outcome.SUCCESS, service=name)
     click.echo(f"Removed service {name!r}.")
 
 

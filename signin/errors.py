@@ -8,10 +8,12 @@ from collections.abc import Mapping
 import redis.exceptions
 import sqlalchemy.exc
 from flask import Flask, Response, current_app, jsonify, request
-from marshmallow import Schema, fields
+from marshmallow import Schema, fields, validate
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
 from signin import metrics
+from signin.passwords import HashingBusy
+from signin.policy import REASONS
 from signin.tokens import NotReplicated
 
 log = logging.getLogger(__name__)
@@ -110,6 +112,23 @@ class InvalidGrant(APIError):
     description = "The credentials or refresh token are invalid, expired or revoked."
 
 
+class WrongCurrentPassword(APIError):
+    """A self-service endpoint's re-authentication failed: the current password is wrong."""
+
+    error = "invalid_grant"
+    description = "The current password is wrong."
+
+
+class WeakPassword(APIError):
+    """A new password the policy refuses; ``reasons`` says why."""
+
+    error = "weak_password"
+    description = "The new password is not allowed; reasons says why."
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__(details={"reasons": reasons})
+
+
 class InvalidToken(APIError):
     """The bearer token is missing, unknown, expired or revoked."""
 
@@ -167,6 +186,10 @@ class ErrorSchema(Schema):
 
     error = fields.String(required=True, metadata={"description": "What went wrong, as a code from the contract."})
     error_description = fields.String(required=True, metadata={"description": "One human sentence saying what."})
+    reasons = fields.List(
+        fields.String(validate=validate.OneOf(REASONS)),
+        metadata={"description": "For weak_password: why the policy refuses the new password."},
+    )
     fields_ = fields.Dict(
         data_key="fields",
         keys=fields.String(),
@@ -214,6 +237,12 @@ def _store_outage(exc: Exception) -> Response:
     return error_response(TemporarilyUnavailable())
 
 
+def _hashing_busy(_: HashingBusy) -> Response:
+    # Every password check this process allows is under way, and as many wait: come back shortly.
+    metrics.count_busy()
+    return error_response(TemporarilyUnavailable())
+
+
 def _redis_refused(exc: redis.exceptions.ResponseError) -> Response:
     # MISCONF: a Redis that failed to save refuses writes until an operator acts.
     # In a pipeline, redis-py puts the command before Redis's own message.
@@ -240,6 +269,7 @@ def init_app(app: Flask) -> None:
     app.register_error_handler(HTTPException, _from_http_exception)
     for outage in REDIS_OUTAGES + DATABASE_OUTAGES:
         app.register_error_handler(outage, _store_outage)
+    app.register_error_handler(HashingBusy, _hashing_busy)
     app.register_error_handler(redis.exceptions.ResponseError, _redis_refused)
     app.register_error_handler(redis.exceptions.RedisClusterException, _cluster_error)
     app.register_error_handler(Exception, _unexpected)

@@ -16,6 +16,8 @@ from flask import Blueprint, Flask, Response, current_app, has_app_context
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from signin.events import REFRESH_FAILURES, SIGNIN_FAILURES, Event, Outcome
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -23,9 +25,17 @@ EXTENSION = "signin.metrics"
 NAMESPACE = "signin"
 
 # Made at zero, so a rate over them is defined before the first event.
-SIGNIN_OUTCOMES = ("success", "unknown_user", "bad_password", "disabled")
-REFRESH_OUTCOMES = ("success", "unknown", "revoked", "reused", "reuse_detected")
-REVOCATION_KINDS = ("signout", "everywhere", "service")
+SIGNIN_OUTCOMES = (Outcome.SUCCESS, Event.MFA_REQUIRED, *SIGNIN_FAILURES)
+REFRESH_OUTCOMES = (Outcome.SUCCESS, *REFRESH_FAILURES)
+# The revocations a user, a service or the cap asks for, by the event that audits them.
+REVOCATION_KINDS = {
+    Event.SIGNOUT: "signout",
+    Event.REVOKE: "service",
+    Event.SESSION_ENDED: "session",
+    Event.SESSIONS_ENDED: "other_sessions",
+    Event.PASSWORD_CHANGED: "password_changed",
+    Event.SESSION_EVICTED: "evicted",
+}
 STORES = ("redis", "database")
 
 
@@ -47,6 +57,7 @@ class Metrics:
         self.revocations = counter("revocations", "Sessions revoked on request, by kind.", "kind")
         self.throttled = counter("throttled", "Requests refused by a rate limit, by limit.", "limit")
         self.store_errors = counter("store_errors", "Requests answered 503 because a store was out of reach.", "store")
+        self.busy = counter("hashing_busy", "Requests answered 503 because every password check slot was taken.")
         self.latency = Histogram(
             "request_duration_seconds",
             "Time to answer a request, by Flask endpoint and status class.",
@@ -57,7 +68,7 @@ class Metrics:
         for counted, values in (
             (self.signins, SIGNIN_OUTCOMES),
             (self.refreshes, REFRESH_OUTCOMES),
-            (self.revocations, REVOCATION_KINDS),
+            (self.revocations, (*REVOCATION_KINDS.values(), "everywhere")),
             (self.store_errors, STORES),
         ):
             for value in values:
@@ -76,22 +87,21 @@ def _metrics() -> Metrics | None:
     return current_app.extensions.get(EXTENSION) if has_app_context() else None
 
 
-def count_event(event: str, outcome: str, reason: str | None, details: Mapping[str, object]) -> None:
+def count_event(event: Event, outcome: str, reason: str | None, details: Mapping[str, object]) -> None:
     """Count one audited security event."""
     metrics = _metrics()
     if metrics is None:
         return
-    if event == "signin":
-        metrics.child(metrics.signins, reason or outcome).inc()
-    elif event in ("refresh", "refresh_reuse"):
+    if event in (Event.SIGNIN, Event.MFA_REQUIRED):
+        metrics.child(metrics.signins, reason or event if outcome != Outcome.SUCCESS else outcome).inc()
+    elif event in (Event.REFRESH, Event.REFRESH_REUSE):
         metrics.child(metrics.refreshes, reason or outcome).inc()
-        if event == "refresh_reuse":
+        if event == Event.REFRESH_REUSE:
             metrics.refresh_reuse.inc()
-    elif event == "signout":
-        metrics.child(metrics.revocations, "everywhere" if details.get("everywhere") else "signout").inc()
-    elif event == "revoke" and outcome == "success":
-        metrics.child(metrics.revocations, "service").inc()
-    elif event == "throttled" and reason:
+    elif event in REVOCATION_KINDS and outcome == Outcome.SUCCESS:
+        kind = "everywhere" if details.get("everywhere") else REVOCATION_KINDS[event]
+        metrics.child(metrics.revocations, kind).inc()
+    elif event == Event.THROTTLED and reason:
         metrics.child(metrics.throttled, reason).inc()
 
 
@@ -100,6 +110,13 @@ def count_store_error(store: str) -> None:
     metrics = _metrics()
     if metrics is not None:
         metrics.child(metrics.store_errors, store).inc()
+
+
+def count_busy() -> None:
+    """Count a request refused because every password check slot (and every place to wait) was taken."""
+    metrics = _metrics()
+    if metrics is not None:
+        metrics.busy.inc()
 
 
 class TimedRequests:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import re
 from http import HTTPStatus
 from importlib.metadata import version
 from itertools import groupby
@@ -17,14 +18,18 @@ from werkzeug.routing import Rule
 
 from signin import errors
 from signin.account.schemas import (
+    EndedSchema,
     IntrospectionSchema,
     MeSchema,
+    PasswordChangeSchema,
     RefreshSchema,
+    SessionsSchema,
     SigninSchema,
     SignoutSchema,
     TokenRequestSchema,
     TokenResponseSchema,
 )
+from signin.account.self_service import NoSuchSession
 from signin.errors import ErrorSchema
 from signin.health import HealthSchema, NotReadySchema, ReadinessSchema
 from signin.parsing import FORM
@@ -67,6 +72,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ),
     (f"{ACCOUNT}/signout/", "post"): Operation({204: None}, SignoutSchema, BEARER, (OUTAGE,)),
     (f"{ACCOUNT}/me/", "get"): Operation({200: MeSchema}, None, BEARER, (OUTAGE,)),
+    (f"{ACCOUNT}/password/", "post"): Operation(
+        {204: None}, PasswordChangeSchema, BEARER, ("weak_password", "wrong_current_password", "rate_limited", OUTAGE)
+    ),
+    (f"{ACCOUNT}/sessions/", "get"): Operation({200: SessionsSchema}, None, BEARER, (OUTAGE,)),
+    (f"{ACCOUNT}/sessions/", "delete"): Operation({200: EndedSchema}, None, BEARER, (OUTAGE,)),
+    (f"{ACCOUNT}/sessions/<session_id>/", "delete"): Operation({204: None}, None, BEARER, ("no_such_session", OUTAGE)),
     (f"{ACCOUNT}/introspect/", "post"): Operation(
         {200: IntrospectionSchema}, TokenRequestSchema, BASIC, ("rate_limited", OUTAGE)
     ),
@@ -83,7 +94,12 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 
 # The account blueprint keeps these out of every cache.
-PRIVATE = (TokenResponseSchema, MeSchema, IntrospectionSchema)
+PRIVATE = (TokenResponseSchema, MeSchema, IntrospectionSchema, SessionsSchema, EndedSchema)
+# A route's variable, as werkzeug writes it and OpenAPI does.
+ROUTE_VARIABLE = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
+PATH_PARAMETERS = {
+    "session_id": "The session's id, as GET /api/v2/account/sessions/ lists it.",
+}
 HEADERS = {
     "Cache-Control": {"description": "Tokens and account data are never cached.", "schema": {"enum": ["no-store"]}},
     "Pragma": {"description": "The same, for HTTP/1.0 caches.", "schema": {"enum": ["no-cache"]}},
@@ -92,8 +108,12 @@ HEADERS = {
 }
 
 
-# What a client receives for each error an operation can answer.
+# What a client receives for each error an operation can answer, by a name unique among them.
 FAILURES = {
+    "weak_password": errors.WeakPassword(["too_short", "common"]),
+    "wrong_current_password": errors.WrongCurrentPassword(),
+    "no_such_session": NoSuchSession(),
+} | {
     failure.error: failure
     for failure in (
         errors.InvalidScope(),
@@ -171,6 +191,18 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
         described["requestBody"] = {"required": required, "content": content}
     if operation.auth is not None:
         described["security"] = [{operation.auth: []}]
+    variables = ROUTE_VARIABLE.findall(rule.rule)
+    if variables:
+        described["parameters"] = [
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string"},
+                "description": PATH_PARAMETERS[name],
+            }
+            for name in variables
+        ]
     return described
 
 
@@ -184,7 +216,8 @@ def build(app: Flask) -> dict[str, Any]:
     for rule in app.url_map.iter_rules():
         if rule.endpoint != "static":
             methods = sorted(method.lower() for method in (rule.methods or set()) - {"HEAD", "OPTIONS"})
-            spec.path(rule.rule, operations={method: _operation(app, rule, method) for method in methods})
+            path = ROUTE_VARIABLE.sub(r"{\1}", rule.rule)
+            spec.path(path, operations={method: _operation(app, rule, method) for method in methods})
     described = spec.to_dict()
     # The clients are configuration, which the schema class cannot know; any other is a 400.
     client_id = described["components"]["schemas"]["Signin"]["properties"]["client_id"]

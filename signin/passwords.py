@@ -1,20 +1,32 @@
-"""Hash and verify passwords at a constant cost.
+"""Hash and verify passwords at a constant cost, a bounded number at a time.
 
 The default is a ``werkzeug.security`` method, because other applications may
 read the same user table and must keep verifying it. ``argon2id[:m:t:p]``
 (argon2-cffi; m in KiB) is an opt-in for tables nothing else reads; hashes of
 either kind keep verifying, and a successful sign-in moves them to the
 configured method.
+
+Hashing releases the GIL, so unbounded it would take every core and every
+server thread while a flood of sign-ins lasts, and token checks would wait
+behind it. So at most ``SIGNIN_HASH_CONCURRENCY`` hashes run at once in a
+process (default: one per core), and at most as many more wait, each for up
+to ``SIGNIN_HASH_WAIT_SECONDS``; any other is refused at once with
+``HashingBusy`` (a 503), leaving the other threads to everything else.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import secrets
+import threading
+from collections.abc import Iterator
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import Argon2Error, InvalidHashError
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from signin.settings import DEFAULTS
 
 SALT_LENGTH = 16
 ARGON2 = "argon2id"
@@ -23,21 +35,64 @@ ARGON2_PREFIX = "$argon2id$"
 ARGON2_DEFAULTS = (19456, 2, 1)
 
 
+class HashingBusy(Exception):
+    """Every hashing slot is taken, and so is the room to wait for one."""
+
+
+class _Slots:
+    """At most ``concurrency`` hashes at once; at most as many callers waiting, each for up to ``wait`` s."""
+
+    def __init__(self, concurrency: int = DEFAULTS["SIGNIN_HASH_CONCURRENCY"], wait: float = 1.0) -> None:
+        self.concurrency, self.wait = concurrency, wait
+        self._hashing = threading.BoundedSemaphore(concurrency)
+        self._admitted = threading.BoundedSemaphore(2 * concurrency)
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[None]:
+        if not self._admitted.acquire(blocking=False):
+            raise HashingBusy()
+        try:
+            if not self._hashing.acquire(timeout=self.wait):
+                raise HashingBusy()
+            try:
+                yield
+            finally:
+                self._hashing.release()
+        finally:
+            self._admitted.release()
+
+
+_slots = _Slots()
+
+
+def bound(concurrency: int, wait: float) -> None:
+    """Set how many hashes run at once in this process, and how long one may wait for its turn."""
+    global _slots
+    if (concurrency, wait) != (_slots.concurrency, _slots.wait):
+        _slots = _Slots(concurrency, wait)
+
+
 def hash_password(password: str, method: str) -> str:
-    """Return a salted hash of a password, made with ``method``."""
+    """Return a salted hash of a password, made with ``method``; raise ``HashingBusy``."""
+    with _slots.taken():
+        return _hash(password, method)
+
+
+def _hash(password: str, method: str) -> str:
     if _is_argon2(method):
         return _argon2(method).hash(password)
     return generate_password_hash(password, method=method, salt_length=SALT_LENGTH)
 
 
 def verify_password(password_hash: str, password: str) -> bool:
-    """Tell whether a password matches a stored hash; an unreadable hash never matches."""
-    try:
-        if password_hash.startswith("$argon2"):
-            return _argon2(ARGON2).verify(password_hash, password)
-        return check_password_hash(password_hash, password)
-    except (Argon2Error, InvalidHashError, ValueError, TypeError):
-        return False
+    """Tell whether a password matches a stored hash; an unreadable hash never matches; raise ``HashingBusy``."""
+    with _slots.taken():
+        try:
+            if password_hash.startswith("$argon2"):
+                return _argon2(ARGON2).verify(password_hash, password)
+            return check_password_hash(password_hash, password)
+        except (Argon2Error, InvalidHashError, ValueError, TypeError):
+            return False
 
 
 def verify_dummy(password: str, method: str) -> None:
@@ -77,4 +132,4 @@ def _argon2(method: str) -> PasswordHasher:
 def _dummy_hash(method: str) -> str:
     # Made once per method; it also spells the method out in full, so that
     # "scrypt" and "scrypt:32768:8:1" compare equal in needs_rehash.
-    return hash_password(secrets.token_urlsafe(16), method)
+    return _hash(secrets.token_urlsafe(16), method)

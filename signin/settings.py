@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 MASK = "***"
 
@@ -197,6 +198,24 @@ SETTINGS = (
         "scrypt:32768:8:3",
         PASSWORD_METHOD,
         "method for new and re-hashed passwords (default: OWASP's scrypt N=2^15 r=8 p=3)",
+    ),
+    Setting(
+        "SIGNIN_PASSWORD_MIN_LENGTH",
+        8,
+        Kind("a whole number from 1 to 1024", int, lambda value: 1 <= value <= 1024, (int,)),
+        "the fewest characters a new password may have (the policy; passwords set earlier still sign in)",
+    ),
+    Setting(
+        "SIGNIN_HASH_CONCURRENCY",
+        CORES,
+        POSITIVE,
+        "password checks run at once in a process (default: one per core); as many more may wait",
+    ),
+    Setting(
+        "SIGNIN_HASH_WAIT_SECONDS",
+        1.0,
+        _seconds(0),
+        "how long a password check waits for its turn before the request answers 503",
     ),
     Setting("MAX_CONTENT_LENGTH", 16384, POSITIVE, "larger request bodies get 413", env="SIGNIN_MAX_BODY_BYTES"),
     Setting(

@@ -18,14 +18,16 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limiter, RequestLimit
 from werkzeug.exceptions import HTTPException
 
 from signin import audit
 from signin.auth import calling_service
 from signin.errors import APIError, TemporarilyUnavailable
+from signin.events import Event, Outcome
 from signin.models import username_key
 from signin.parsing import body_fields
 from signin.redis_client import limiter_options
@@ -38,12 +40,20 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def _username_digest() -> str:
+def _username() -> str | None:
+    """Return whose credentials the request tries: the bearer's user, else the body's username."""
+    if "session" in g:
+        return g.session.username
     try:
         username = body_fields().get("username")
     except (APIError, HTTPException):
-        username = None
-    if not isinstance(username, str):
+        return None
+    return username if isinstance(username, str) else None
+
+
+def _username_digest() -> str:
+    username = _username()
+    if username is None:
         return "-"
     return hashlib.sha256(username_key(username).encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
@@ -58,8 +68,13 @@ def _service_or_address() -> str:
     return f"service:{service}" if service else client_address()
 
 
-def _failed(response: Response) -> bool:
-    return response.status_code == 401
+def credentials_refused() -> None:
+    """Count this request as a failed attempt at the user's credentials, in the failure limits."""
+    g.credentials_refused = True
+
+
+def _failed(_: Response) -> bool:
+    return bool(g.get("credentials_refused"))
 
 
 def _remembered_key(username: str, address: str) -> str:
@@ -75,8 +90,8 @@ def remember_address(username: str) -> None:
 
 
 def _remembered() -> bool:
-    username = body_fields().get("username")
-    if not isinstance(username, str):
+    username = _username()
+    if username is None:
         return False
     return bool(current_app.extensions["redis"].client.exists(_remembered_key(username, client_address())))
 
@@ -85,11 +100,20 @@ def _setting(name: str) -> Callable[[], str]:
     return lambda: current_app.config[name]
 
 
-def _limit(setting: str, name: str, **options: object) -> Callable:
+def _breached(name: str) -> Callable[[RequestLimit], None]:
     def breached(_: RequestLimit) -> None:
-        audit.record("throttled", "refused", reason=name)
+        audit.record(Event.THROTTLED, Outcome.REFUSED, reason=name)
 
-    return limiter.limit(_setting(setting), scope=name, on_breach=breached, **options)
+    return breached
+
+
+def _limit(setting: str, name: str, **options: Any) -> Callable:
+    return limiter.limit(_setting(setting), scope=name, on_breach=_breached(name), **options)
+
+
+def _shared(setting: str, name: str, **options: Any) -> Callable:
+    # One count for every endpoint it decorates: a failed password change counts as a failed sign-in.
+    return limiter.shared_limit(_setting(setting), scope=name, on_breach=_breached(name), **options)
 
 
 limiter = Limiter(key_func=client_address, strategy="moving-window", headers_enabled=True)
@@ -123,15 +147,14 @@ def _throttled(*limits: Callable) -> Callable[[Callable], Callable]:
     return decorate
 
 
-throttle_signin = _throttled(
-    _limit("SIGNIN_LIMIT_SIGNIN_PER_ADDRESS", "signin_per_address"),
-    _limit(
+_failures = (
+    _shared(
         "SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS",
         "signin_failures_per_username_and_address",
         key_func=_username_and_address,
         deduct_when=_failed,
     ),
-    _limit(
+    _shared(
         "SIGNIN_LIMIT_FAILURES_PER_USERNAME",
         "signin_failures_per_username",
         key_func=_username_digest,
@@ -139,6 +162,9 @@ throttle_signin = _throttled(
         exempt_when=_remembered,
     ),
 )
+throttle_signin = _throttled(_limit("SIGNIN_LIMIT_SIGNIN_PER_ADDRESS", "signin_per_address"), *_failures)
+# Endpoints that take the bearer's password or one-time code again: below require_token, keyed by its user.
+throttle_reauthentication = _throttled(*_failures)
 throttle_refresh = _throttled(_limit("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "refresh_per_address"))
 throttle_service = _throttled(_limit("SIGNIN_LIMIT_SERVICE_CALLS", "calls_per_service", key_func=_service_or_address))
 

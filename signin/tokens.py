@@ -488,6 +488,10 @@ class TokenStore:
         found = [session for session in self.sessions(user_id) if hmac.compare_digest(public_id(session.ref), public)]
         return found[0] if found else None
 
+    def ends_at(self, session: Session) -> int:
+        """Return when a session ends unless refreshed: its key's expiry."""
+        return self._ends(session.created_at, session.issued_at)
+
     def _find(self, token: str) -> tuple[Session | None, str]:
         """Return the session a token names, and the digest of the verifier it presents."""
         parts = _split(token)

@@ -87,6 +87,66 @@ class IntrospectionSchema(Schema):
     iat = fields.Integer()
 
 
+class NewPassword(fields.String):
+    """A password to hash and store: valid Unicode (a lone surrogate cannot be hashed); the policy does the rest."""
+
+    default_error_messages = {"unstorable": "Not valid text: it holds a lone surrogate."}
+
+    def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> str:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise self.make_error("unstorable") from None
+        return text
+
+
+class PasswordChangeSchema(RequestSchema):
+    current_password = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 1024),
+        metadata={"description": "The user's password now: the change re-authenticates."},
+    )
+    new_password = NewPassword(
+        required=True,
+        load_only=True,
+        validate=validate.Length(min=1),
+        metadata={"description": "The password to replace it; the password policy applies."},
+    )
+
+
+class SessionSchema(Schema):
+    id = fields.String(required=True, metadata={"description": "Names the session; stable across refreshes."})
+    client_id = fields.String(required=True, metadata={"description": "The client the session signed in as."})
+    scope = fields.String(required=True, metadata={"description": "The scope its tokens grant."})
+    created_at = fields.String(
+        required=True, metadata={"format": "date-time", "description": "Its sign-in (RFC 3339, UTC)."}
+    )
+    last_used_at = fields.String(
+        required=True,
+        metadata={"format": "date-time", "description": "Its last sign-in, refresh or token check, to within minutes."},
+    )
+    expires_at = fields.String(
+        required=True, metadata={"format": "date-time", "description": "When it ends unless refreshed."}
+    )
+    address = fields.String(required=True, metadata={"description": "The client's address at sign-in."})
+    user_agent = fields.String(
+        required=True, metadata={"description": "The client's User-Agent at sign-in, cut to 200 characters."}
+    )
+    current = fields.Boolean(required=True, metadata={"description": "Whether this is the bearer's own session."})
+
+
+class SessionsSchema(Schema):
+    sessions = fields.List(
+        fields.Nested(SessionSchema), required=True, metadata={"description": "The user's live sessions, newest first."}
+    )
+
+
+class EndedSchema(Schema):
+    ended = fields.Integer(required=True, metadata={"description": "How many sessions ended."})
+
+
 def grant(client_id: str | None, scope: str | None) -> tuple[str, str]:
     """Return the client and the scope a sign-in gets, or raise ``InvalidScope``."""
     config = current_app.config

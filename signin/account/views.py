@@ -10,8 +10,16 @@ from signin import accounts, audit
 from signin.account.schemas import RefreshSchema, SigninSchema, SignoutSchema, TokenRequestSchema, grant
 from signin.auth import require_service, require_token, token_store
 from signin.errors import InvalidGrant
+from signin.events import Event, Outcome
 from signin.parsing import load
-from signin.throttle import client_address, remember_address, throttle_refresh, throttle_service, throttle_signin
+from signin.throttle import (
+    client_address,
+    credentials_refused,
+    remember_address,
+    throttle_refresh,
+    throttle_service,
+    throttle_signin,
+)
 from signin.tokens import IssuedTokens, RefreshRejected, Session
 
 bp = Blueprint("account", __name__, url_prefix="/api/v2/account")
@@ -50,25 +58,18 @@ def signin() -> dict:
     data = load(SIGNIN)
     client_id, scope = grant(data["client_id"], data["scope"])
     try:
-        user = accounts.authenticate(data["username"], data["password"])
-        issued = token_store().issue(
-            user.id,
-            user.username,
-            client_id,
-            scope,
+        issued = accounts.sign_in(
+            data["username"],
+            data["password"],
+            client_id=client_id,
+            scope=scope,
             address=client_address(),
             user_agent=request.headers.get("User-Agent", ""),
         )
-        if not accounts.is_active(user.id):
-            # Disabled during the password check: `users disable` may have ended
-            # the user's sessions before this one existed.
-            token_store().revoke_session(issued.session)
-            raise accounts.AuthenticationFailed("disabled")
-    except accounts.AuthenticationFailed as failure:
-        audit.record("signin", "failure", reason=failure.reason, username=data["username"], client_id=client_id)
+    except accounts.AuthenticationFailed:
+        credentials_refused()
         raise InvalidGrant() from None
-    remember_address(user.username)
-    audit.record("signin", "success", **audit.about(issued.session))
+    remember_address(issued.session.username)
     return token_response(issued)
 
 
@@ -80,11 +81,11 @@ def refresh() -> dict:
     try:
         issued = token_store().rotate(data["refresh_token"])
     except RefreshRejected as rejected:
-        event = "refresh_reuse" if rejected.reason == "reuse_detected" else "refresh"
-        outcome = "session_revoked" if event == "refresh_reuse" else "failure"
+        reused = rejected.reason == "reuse_detected"
+        event, outcome = (Event.REFRESH_REUSE, Outcome.SESSION_REVOKED) if reused else (Event.REFRESH, Outcome.FAILURE)
         audit.record(event, outcome, reason=rejected.reason, **audit.about(rejected.session))
         raise InvalidGrant() from None
-    audit.record("refresh", "success", **audit.about(issued.session))
+    audit.record(Event.REFRESH, Outcome.SUCCESS, **audit.about(issued.session))
     return token_response(issued)
 
 
@@ -93,13 +94,7 @@ def refresh() -> dict:
 def signout() -> Response:
     """End the bearer's session, or with ``everywhere`` every session of the user."""
     data = load(SIGNOUT)
-    session: Session = g.session
-    if data["everywhere"]:
-        ended = token_store().revoke_user(session.user_id)
-    else:
-        token_store().revoke_session(session)
-        ended = 1
-    audit.record("signout", "success", **audit.about(session), everywhere=data["everywhere"], sessions_ended=ended)
+    accounts.sign_out(g.session, everywhere=data["everywhere"])
     return no_content()
 
 
@@ -146,5 +141,6 @@ def revoke() -> dict:
     """Revoke the session a token belongs to, whether or not it exists (RFC 7009)."""
     data = load(TOKEN_REQUEST)
     session = token_store().revoke_token(data["token"])
-    audit.record("revoke", "success" if session else "no_such_token", **audit.about(session), service=g.service)
+    outcome = Outcome.SUCCESS if session else Outcome.NO_SUCH_TOKEN
+    audit.record(Event.REVOKE, outcome, **audit.about(session), service=g.service)
     return {}

@@ -1,0 +1,62 @@
+"""Account self-service: a bearer changes their password, sees their sessions and ends them."""
+
+from __future__ import annotations
+
+from flask import Response, g
+
+from signin import accounts, sessions
+from signin.account.schemas import PasswordChangeSchema
+from signin.account.views import bp, no_content
+from signin.auth import require_token
+from signin.errors import APIError, WeakPassword, WrongCurrentPassword
+from signin.parsing import load
+from signin.throttle import credentials_refused, throttle_reauthentication
+
+PASSWORD_CHANGE = PasswordChangeSchema()
+
+
+class NoSuchSession(APIError):
+    """The session is not a live session of the bearer's user: another user's is no different."""
+
+    status_code = 404
+    error = "not_found"
+    description = "There is no such session."
+
+
+@bp.post("/password/")
+@require_token()
+@throttle_reauthentication
+def change_password() -> Response:
+    """Replace the bearer's password; every other session of the user ends."""
+    data = load(PASSWORD_CHANGE)
+    try:
+        accounts.change_password(g.session, data["current_password"], data["new_password"])
+    except accounts.WrongPassword:
+        credentials_refused()
+        raise WrongCurrentPassword() from None
+    except accounts.WeakPassword as weak:
+        raise WeakPassword(weak.reasons) from None
+    return no_content()
+
+
+@bp.get("/sessions/")
+@require_token()
+def list_sessions() -> dict:
+    """List the live sessions of the bearer's user, newest first."""
+    return {"sessions": sessions.listed(g.session)}
+
+
+@bp.delete("/sessions/<session_id>/")
+@require_token()
+def end_session(session_id: str) -> Response:
+    """End one session of the bearer's user at once."""
+    if not accounts.end_session(g.session, session_id):
+        raise NoSuchSession()
+    return no_content()
+
+
+@bp.delete("/sessions/")
+@require_token()
+def end_other_sessions() -> dict:
+    """End every session of the bearer's user but the bearer's own."""
+    return {"ended": accounts.end_other_sessions(g.session)}
