@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, current_app, request
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
@@ -274,4 +274,6 @@ bp = Blueprint("openapi", __name__)
 @bp.get("/api/v2/openapi.json")
 def openapi() -> dict[str, Any]:
     """Serve the OpenAPI 3 document of this API."""
-    return document(current_app)
+    # Relative to this host, and to the prefix a proxy mounts the service at.
+    servers = [{"url": request.script_root or "/", "description": "This service, as this request reached it."}]
+    return {**document(current_app), "servers": servers}

@@ -372,6 +372,13 @@ def test_the_sign_in_example_answer_is_the_seeds_shape(doc):
     assert example["token"]["token_type"] == "Bearer"
 
 
+@pytest.mark.parametrize(("base_url", "server"), [("http://localhost", "/"), ("https://example.org/auth", "/auth")])
+def test_the_server_is_this_service_relative_to_its_host(client, base_url, server):
+    doc = client.get(OPENAPI, base_url=base_url).get_json()
+
+    assert [entry["url"] for entry in doc["servers"]] == [server]
+
+
 CREDENTIALS = {"username": "alice", "password": PASSWORD}
 AS_BEARER = {"Authorization": "Bearer {access_token}"}
 AS_SERVICE = {"Authorization": "{service}"}
