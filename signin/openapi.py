@@ -43,8 +43,9 @@ SECURITY_SCHEMES = {
 }
 
 Body = type[Schema] | dict[str, Any] | None
-# Routes the document leaves out on purpose.
-UNDESCRIBED = frozenset({"static"})
+# Routes the document leaves out on purpose: the API page's scripts, styles and
+# icon are files a browser fetches for it, not operations of the API.
+UNDESCRIBED = frozenset({"static", "docs.asset"})
 
 
 class Operation(NamedTuple):
@@ -91,6 +92,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
                 "example": {"openapi": "3.1.0", "info": {"title": "signin", "version": "0.1.0"}, "paths": {}},
             }
         }
+    ),
+    ("/api/v2/docs", "get"): Operation(
+        {
+            200: {
+                "type": "string",
+                "description": "This document as a page to read and try in a browser (Swagger UI, served from here).",
+                "example": '<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>signin API</title>',
+            }
+        },
+        media_type="text/html",
     ),
     ("/metrics", "get"): Operation(
         {
