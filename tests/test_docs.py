@@ -23,6 +23,9 @@ PAGE = "/api/v2/docs"
 OPENAPI = "/api/v2/openapi.json"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "api.png"
 CHROMIUM = shutil.which("chromium")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="no chromium on PATH: Debian's package renders the page (.ci/run installs it)"
+)
 LINKED = re.compile(r'(?:src|href|data-openapi)="([^"]*)"')
 
 
@@ -189,8 +192,6 @@ def served(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def browsed(served: int, tmp_path_factory: pytest.TempPathFactory) -> Browsed:
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH: Debian's package renders the page (.ci/run installs it)")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     return browse(f"http://{HOST}:{served}{PAGE}", tmp_path_factory.mktemp("chromium"), SCREENSHOT)
 
@@ -202,12 +203,14 @@ def document(served: int) -> dict[str, Any]:
     return document
 
 
+@needs_chromium
 def test_the_rendered_page_lists_every_operation_of_the_document(browsed, document):
     rendered = set(re.findall(r'class="opblock opblock-(\w+)[^"]*".*?data-path="([^"]*)"', browsed.dom, re.DOTALL))
 
     assert rendered == {(method, path) for path, methods in document["paths"].items() for method in methods}
 
 
+@needs_chromium
 def test_the_rendered_page_fetched_only_from_this_service(browsed, served):
     origin = f"http://{HOST}:{served}"
     # The page's requests, told from the browser's own by the site they are made for.
@@ -217,9 +220,11 @@ def test_the_rendered_page_fetched_only_from_this_service(browsed, served):
     assert {url.removeprefix(origin) for url in fetched} >= {PAGE, OPENAPI, f"{PAGE}/swagger-ui-bundle.js"}
 
 
+@needs_chromium
 def test_the_rendered_page_broke_no_policy_and_logged_nothing(browsed):
     assert browsed.console == []
 
 
+@needs_chromium
 def test_the_screenshot_is_saved_for_the_readme(browsed):
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
