@@ -31,6 +31,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from signin import auth, cli, errors, metrics, passwords, throttle
     from signin.account import bp as account_bp
+    from signin.docs import bp as docs_bp
     from signin.extensions import db, redis_client
     from signin.headers import AnswerHeaders
     from signin.health import bp as health_bp
@@ -46,6 +47,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(account_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(openapi_bp)
+    app.register_blueprint(docs_bp)
 
     # Every WSGI middleware, innermost first. Outermost, ProxyFix sets the client's
     # address (trusted proxies only) before anything reads it: throttling, audit

@@ -16,20 +16,36 @@ STATES = ("ok", "unavailable", "not_initialised")
 
 
 class HealthSchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["ok"]),
+        metadata={"description": "`ok`: the process serves.", "example": "ok"},
+    )
 
 
 class ChecksSchema(Schema):
-    database = fields.String(required=True, validate=validate.OneOf(STATES))
-    redis = fields.String(required=True, validate=validate.OneOf(STATES))
+    database = fields.String(
+        required=True,
+        validate=validate.OneOf(STATES),
+        metadata={"description": "Whether the database answered.", "example": "ok"},
+    )
+    redis = fields.String(
+        required=True,
+        validate=validate.OneOf(STATES),
+        metadata={"description": "Whether Redis answered.", "example": "ok"},
+    )
 
 
 class ReadinessSchema(HealthSchema):
-    checks = fields.Nested(ChecksSchema, required=True)
+    checks = fields.Nested(
+        ChecksSchema, required=True, metadata={"description": "Each store, and whether it answered."}
+    )
 
 
 class NotReadySchema(ErrorSchema):
-    checks = fields.Nested(ChecksSchema, required=True)
+    checks = fields.Nested(
+        ChecksSchema, required=True, metadata={"description": "Each store, and whether it answered."}
+    )
 
 
 @bp.get("/healthz")

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
-from flask import Blueprint, Flask, current_app
+from flask import Blueprint, Flask, current_app, request
 from marshmallow import Schema
 from werkzeug.routing import Rule
 
@@ -28,6 +28,7 @@ from signin.account.schemas import (
     SignoutSchema,
     TokenRequestSchema,
     TokenResponseSchema,
+    scope_pattern,
 )
 from signin.account.self_service import NoSuchSession
 from signin.errors import ErrorSchema
@@ -47,6 +48,9 @@ SECURITY_SCHEMES = {
 }
 
 Body = type[Schema] | dict[str, Any] | None
+# Routes the document leaves out on purpose: the API page's scripts, styles and
+# icon are files a browser fetches for it, not operations of the API.
+UNDESCRIBED = frozenset({"static", "docs.asset"})
 
 
 class Operation(NamedTuple):
@@ -61,7 +65,9 @@ class Operation(NamedTuple):
 
 
 # A body adds invalid_request, payload_too_large and unsupported_media_type to
-# `fails`; a security scheme adds its 401. Every route needs a row here.
+# `fails`; a security scheme adds its 401. Every route needs a row here, or its
+# endpoint in UNDESCRIBED. The examples of a body and of a success come from
+# its fields' metadata (see signin/account/schemas.py); a dict body gives its own.
 ACCOUNT, OUTAGE = "/api/v2/account", "temporarily_unavailable"
 OPERATIONS: dict[tuple[str, str], Operation] = {
     (f"{ACCOUNT}/signin/", "post"): Operation(
@@ -82,13 +88,41 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         {200: IntrospectionSchema}, TokenRequestSchema, BASIC, ("rate_limited", OUTAGE)
     ),
     (f"{ACCOUNT}/revoke/", "post"): Operation(
-        {200: {"type": "object", "maxProperties": 0}}, TokenRequestSchema, BASIC, ("rate_limited", OUTAGE)
+        {200: {"type": "object", "maxProperties": 0, "example": {}}},
+        TokenRequestSchema,
+        BASIC,
+        ("rate_limited", OUTAGE),
     ),
     ("/healthz", "get"): Operation({200: HealthSchema}),
     ("/readyz", "get"): Operation({200: ReadinessSchema, 503: NotReadySchema}),
-    ("/api/v2/openapi.json", "get"): Operation({200: {"type": "object", "description": "This document."}}),
+    ("/api/v2/openapi.json", "get"): Operation(
+        {
+            200: {
+                "type": "object",
+                "description": "This document.",
+                "example": {"openapi": "3.1.0", "info": {"title": "signin", "version": "0.1.0"}, "paths": {}},
+            }
+        }
+    ),
+    ("/api/v2/docs", "get"): Operation(
+        {
+            200: {
+                "type": "string",
+                "description": "This document as a page to read and try in a browser (Swagger UI, served from here).",
+                "example": '<!DOCTYPE html>\n<html lang="en">\n<head>\n<title>signin API</title>',
+            }
+        },
+        media_type="text/html",
+    ),
     ("/metrics", "get"): Operation(
-        {200: {"type": "string", "description": "Counters and latencies in the Prometheus text format."}},
+        {
+            200: {
+                "type": "string",
+                "description": "Counters and latencies in the Prometheus text format.",
+                "example": "# HELP signin_signins_total Sign-in attempts, by outcome.\n"
+                '# TYPE signin_signins_total counter\nsignin_signins_total{outcome="success"} 3.0\n',
+            }
+        },
         media_type="text/plain",
     ),
 }
@@ -206,6 +240,52 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
     return described
 
 
+def _configured(described: dict[str, Any], config: Any) -> None:
+    """Say what the running configuration accepts, which the schema classes cannot know."""
+    signin = described["components"]["schemas"]["Signin"]["properties"]
+    clients = config["SIGNIN_CLIENTS"]
+    signin["client_id"].update(enum=list(clients), default=clients[0], example=clients[0])
+    scopes = config["SIGNIN_SCOPES"]
+    signin["scope"].update(
+        pattern=scope_pattern(scopes),
+        default=config["SIGNIN_DEFAULT_SCOPE"],
+        example=" ".join(scopes),
+        description=f"{signin['scope']['description']} Allowed: {', '.join(f'`{s}`' for s in scopes)}.",
+    )
+
+
+NO_EXAMPLE = object()
+
+
+def _example(described: dict[str, Any], schema: dict[str, Any]) -> Any:
+    """Return a schema's example, or one made of its properties' or items' examples."""
+    while "$ref" in schema and "example" not in schema:
+        schema = described["components"]["schemas"][schema["$ref"].rpartition("/")[2]]
+    if "example" in schema:
+        return schema["example"]
+    if "items" in schema:
+        item = _example(described, schema["items"])
+        return NO_EXAMPLE if item is NO_EXAMPLE else [item]
+    if "properties" not in schema and schema.get("type") != "object":
+        return NO_EXAMPLE
+    examples = {name: _example(described, value) for name, value in schema.get("properties", {}).items()}
+    return {name: value for name, value in examples.items() if value is not NO_EXAMPLE}
+
+
+def _exemplified(described: dict[str, Any]) -> None:
+    """Give every request body and every success answer an example, where its schema has one."""
+    for operations in described["paths"].values():
+        for operation in operations.values():
+            media = [*operation.get("requestBody", {}).get("content", {}).values()]
+            for status, answer in operation["responses"].items():
+                if str(status).startswith("2"):
+                    media.extend(answer.get("content", {}).values())
+            for medium in media:
+                example = _example(described, medium["schema"])
+                if example is not NO_EXAMPLE:
+                    medium["example"] = example
+
+
 def build(app: Flask) -> dict[str, Any]:
     """Describe every route of ``app``; one without a row in ``OPERATIONS`` is an error."""
     spec = APISpec("signin", version("signin"), "3.1.0", [MarshmallowPlugin()], info={"description": DESCRIPTION})
@@ -214,14 +294,13 @@ def build(app: Flask) -> dict[str, Any]:
     default = "Any other error (404 not_found, 405 method_not_allowed, 500 server_error), in the same shape."
     spec.components.response("Error", {"description": default, "content": {JSON: {"schema": ErrorSchema}}})
     for rule in app.url_map.iter_rules():
-        if rule.endpoint != "static":
+        if rule.endpoint not in UNDESCRIBED:
             methods = sorted(method.lower() for method in (rule.methods or set()) - {"HEAD", "OPTIONS"})
             path = ROUTE_VARIABLE.sub(r"{\1}", rule.rule)
             spec.path(path, operations={method: _operation(app, rule, method) for method in methods})
     described = spec.to_dict()
-    # The clients are configuration, which the schema class cannot know; any other is a 400.
-    client_id = described["components"]["schemas"]["Signin"]["properties"]["client_id"]
-    client_id["enum"] = [*app.config["SIGNIN_CLIENTS"], None]
+    _configured(described, app.config)
+    _exemplified(described)
     return described
 
 
@@ -239,4 +318,6 @@ bp = Blueprint("openapi", __name__)
 @bp.get("/api/v2/openapi.json")
 def openapi() -> dict[str, Any]:
     """Serve the OpenAPI 3 document of this API."""
-    return document(current_app)
+    # Relative to this host, and to the prefix a proxy mounts the service at.
+    servers = [{"url": request.script_root or "/", "description": "This service, as this request reached it."}]
+    return {**document(current_app), "servers": servers}

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import base64
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
 from signin import create_app, openapi
+from signin.account.schemas import grant
+from signin.errors import InvalidScope
 from signin.services import add_service
 from tests.conftest import PASSWORD, SIGNIN
 from tests.servers import RedisServer
@@ -24,11 +30,11 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def served(app) -> set[tuple[str, str]]:
-    """Every (path, method) the app routes, as werkzeug names them."""
+    """Every (path, method) the app routes and the document describes, as werkzeug names them."""
     return {
         (rule.rule, method.lower())
         for rule in app.url_map.iter_rules()
-        if rule.endpoint != "static"
+        if rule.endpoint not in openapi.UNDESCRIBED
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
 
@@ -43,6 +49,11 @@ def resolve(doc: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def validator(doc: dict[str, Any], schema: dict[str, Any]) -> OAS31Validator:
+    """A validator for one schema of the document, its references resolved in the document."""
+    return OAS31Validator({**schema, "components": doc["components"]}, format_checker=OAS31Validator.FORMAT_CHECKER)
+
+
 def assert_valid(doc: dict[str, Any], described: dict[str, Any], response) -> None:
     """Assert that a real response has the headers and the body that a described response promises."""
     for header in described.get("headers", {}):
@@ -50,8 +61,7 @@ def assert_valid(doc: dict[str, Any], described: dict[str, Any], response) -> No
     if "content" not in described:
         assert response.get_data() == b""
         return
-    schema = {**described["content"]["application/json"]["schema"], "components": doc["components"]}
-    OAS31Validator(schema, format_checker=OAS31Validator.FORMAT_CHECKER).validate(response.get_json())
+    validator(doc, described["content"]["application/json"]["schema"]).validate(response.get_json())
 
 
 def assert_described(doc: dict[str, Any], method: str, path: str, response) -> None:
@@ -100,6 +110,17 @@ def test_every_row_of_the_table_is_a_route(app):
     assert set(openapi.OPERATIONS) == served(app)
 
 
+def test_only_the_api_pages_files_are_left_out_of_the_document(app, doc):
+    left_out = {
+        rule.endpoint
+        for rule in app.url_map.iter_rules()
+        if openapi.ROUTE_VARIABLE.sub(r"{\1}", rule.rule) not in doc["paths"]
+    }
+
+    # Flask's own static route, unused, and the API page's files.
+    assert left_out == {"static", "docs.asset"} == openapi.UNDESCRIBED
+
+
 def test_a_route_without_a_row_is_an_error(app):
     app.add_url_rule("/unlisted", "unlisted", lambda: "")
 
@@ -146,12 +167,83 @@ def test_signin_answers_the_seed_token_with_expires_in_a_string(doc):
     assert set(ok["headers"]) == {"Cache-Control", "Pragma"}
 
 
-def test_signin_names_the_configured_clients(settings):
+def test_signin_names_the_configured_clients_and_nothing_else(settings):
     settings["SIGNIN_CLIENTS"] = ["web", "cli"]
 
     doc = openapi.build(create_app(settings))
 
-    assert doc["components"]["schemas"]["Signin"]["properties"]["client_id"]["enum"] == ["web", "cli", None]
+    client_id = doc["components"]["schemas"]["Signin"]["properties"]["client_id"]
+    assert (client_id["type"], client_id["enum"], client_id["default"]) == ("string", ["web", "cli"], "web")
+
+
+def test_signin_names_the_configured_scopes_and_default(settings):
+    settings.update(SIGNIN_SCOPES=["profile", "billing.read"], SIGNIN_DEFAULT_SCOPE="profile")
+
+    doc = openapi.build(create_app(settings))
+
+    scope = doc["components"]["schemas"]["Signin"]["properties"]["scope"]
+    assert (scope["type"], scope["default"]) == ("string", "profile")
+    assert re.fullmatch(scope["pattern"], "billing.read profile")
+    assert not re.fullmatch(scope["pattern"], "billing-read")
+    assert "`profile`, `billing.read`" in scope["description"]
+
+
+SCOPES = ["read", "write", "read write", "write read read", " read", "read  write ", "", " ", "admin", "read admin"]
+SCOPES += ["read\twrite", "read\u00a0write", "read\nwrite", "Read", "readwrite", "read,write", "(read)"]
+
+
+def accepted_scope(scope: str) -> bool:
+    try:
+        grant(None, scope)
+    except InvalidScope:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_the_scope_pattern_matches_what_signin_grants(app, doc, scope):
+    pattern = doc["components"]["schemas"]["Signin"]["properties"]["scope"]["pattern"]
+
+    with app.app_context():
+        assert bool(re.fullmatch(pattern, scope)) == accepted_scope(scope)
+
+
+def test_the_scope_pattern_matches_what_signin_grants_for_any_scope(app, doc):
+    pattern = doc["components"]["schemas"]["Signin"]["properties"]["scope"]["pattern"]
+    words = st.sampled_from(["read", "write", "admin", "", " ", "  ", "\t", "\u00a0", "."])
+
+    # Inside the test, so hypothesis does not run the fixtures once per example.
+    @given(st.lists(words, max_size=6).map("".join))
+    def agrees(scope: str) -> None:
+        with app.app_context():
+            assert bool(re.fullmatch(pattern, scope)) == accepted_scope(scope)
+
+    agrees()
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"client_id": None}, "client_id"),
+        ({"client_id": "null"}, "client_id"),
+        ({"scope": None}, "scope"),
+    ],
+)
+def test_what_the_document_does_not_allow_is_refused(client, alice, extra, field):
+    response = client.post(SIGNIN, json={**CREDENTIALS, **extra})
+
+    assert response.status_code == 400
+    assert set(response.get_json()["fields"]) == {field}
+
+
+@pytest.mark.parametrize("media", ["json", "data"])
+def test_the_sign_in_example_signs_its_user_in(client, accounts, doc, media):
+    example = doc["paths"][SIGNIN]["post"]["requestBody"]["content"]["application/json"]["example"]
+    accounts.create(example["username"], example["password"])
+
+    response = client.post(SIGNIN, **{media: example})
+
+    assert response.status_code == 200, response.get_json()
 
 
 def test_the_error_schema_names_fields_as_clients_see_it(doc):
@@ -225,6 +317,72 @@ def test_every_body_is_json_or_form_and_can_be_refused(doc):
                 assert content["application/json"] == content[FORM]
                 assert {"400", "413", "415"} <= set(operation["responses"]), f"{method} {path}"
             assert "default" in operation["responses"]
+
+
+def properties(node: Any, where: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every property of every schema anywhere in the document, with where it is."""
+    if isinstance(node, dict):
+        if isinstance(node.get("properties"), dict):
+            for name, schema in node["properties"].items():
+                yield f"{where}/properties/{name}", schema
+        for key, value in node.items():
+            yield from properties(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from properties(value, f"{where}/{index}")
+
+
+def test_every_property_of_every_schema_is_described(doc):
+    described = dict(properties(doc))
+
+    assert len(described) >= 39
+    assert [where for where, schema in described.items() if not schema.get("description")] == []
+
+
+def test_signin_describes_username_and_password_as_the_seed_does(doc):
+    signin = doc["components"]["schemas"]["Signin"]["properties"]
+
+    assert signin["username"]["description"] == "The username of the user."
+    assert signin["password"]["description"] == "The password of the user."
+
+
+def operations(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, methods in doc["paths"].items():
+        for method, operation in methods.items():
+            yield f"{method.upper()} {path}", operation
+
+
+def test_every_request_body_has_a_valid_example(doc):
+    for name, operation in operations(doc):
+        for media_type, medium in operation.get("requestBody", {}).get("content", {}).items():
+            assert "example" in medium, f"{name} {media_type}: no example; give its fields metadata examples"
+            validator(doc, medium["schema"]).validate(medium["example"])
+
+
+def test_every_operation_has_a_valid_example_of_its_success(doc):
+    for name, operation in operations(doc):
+        successes = {status: answer for status, answer in operation["responses"].items() if status.startswith("2")}
+        assert successes, name
+        for status, answer in successes.items():
+            for media_type, medium in answer.get("content", {}).items():
+                assert "example" in medium, f"{name} {status} {media_type}: no example; give its fields examples"
+                validator(doc, medium["schema"]).validate(medium["example"])
+
+
+def test_the_sign_in_example_answer_is_the_seeds_shape(doc):
+    example = doc["paths"][SIGNIN]["post"]["responses"]["200"]["content"]["application/json"]["example"]
+
+    assert list(example) == ["token"]
+    assert list(example["token"]) == ["access_token", "expires_in", "token_type", "refresh_token", "client_id", "scope"]
+    assert example["token"]["expires_in"] == "604800"
+    assert example["token"]["token_type"] == "Bearer"
+
+
+@pytest.mark.parametrize(("base_url", "server"), [("http://localhost", "/"), ("https://example.org/auth", "/auth")])
+def test_the_server_is_this_service_relative_to_its_host(client, base_url, server):
+    doc = client.get(OPENAPI, base_url=base_url).get_json()
+
+    assert [entry["url"] for entry in doc["servers"]] == [server]
 
 
 CREDENTIALS = {"username": "alice", "password": PASSWORD}

@@ -1,6 +1,15 @@
-"""Marshmallow schemas: what the account endpoints accept and answer."""
+"""Marshmallow schemas: what the account endpoints accept and answer.
+
+Every field says what it is and shows a value in its metadata
+(``{"description": ..., "example": ...}``): the OpenAPI document and the API
+page are built from them, and tests/test_openapi.py fails on a field without
+a description or an operation without a valid example.
+"""
 
 from __future__ import annotations
+
+import re
+from collections.abc import Sequence
 
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
@@ -8,15 +17,20 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 from signin.errors import InvalidScope
 from signin.models import storable
 
+# Examples of the shape only, never issued: a session's two tokens share its
+# selector (signin.tokens).
+ACCESS_TOKEN = "sGHa268f9cZQxjFGUK8tRg.eLj7nCnl2P7Fe61qfnGzFCNul-mTeMNeGHZ4djxnllw"  # noqa: S105
+REFRESH_TOKEN = "sGHa268f9cZQxjFGUK8tRg.wMjNOjqz6_iueeqQKbYgiIramxZ8KrtR3RuBiZX2yh0"  # noqa: S105
+
 
 class Text(fields.String):
     """A string the database can hold and compare (``models.storable``)."""
 
     default_error_messages = {"unstorable": "Not valid text: it holds a lone surrogate or a NUL character."}
 
-    def __init__(self, **kwargs: object) -> None:
+    def __init__(self, *, metadata: dict[str, object] | None = None, **kwargs: object) -> None:
         # Documents the NUL half; no JSON Schema can say "no lone surrogates".
-        super().__init__(**kwargs, metadata={"pattern": "^[^\\u0000]*$"})
+        super().__init__(**kwargs, metadata={**(metadata or {}), "pattern": "^[^\\u0000]*$"})
 
     def _deserialize(self, value: object, attr: str | None, data: object, **kwargs: object) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
@@ -31,10 +45,36 @@ class RequestSchema(Schema):
 
 
 class SigninSchema(RequestSchema):
-    username = Text(required=True, validate=validate.Length(1, 150))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(1, 1024))
-    client_id = fields.String(load_default=None, validate=validate.Length(1, 150))
-    scope = fields.String(load_default=None, validate=validate.Length(1, 1000))
+    # The seed page's descriptions, word for word.
+    username = Text(
+        required=True,
+        validate=validate.Length(1, 150),
+        metadata={"description": "The username of the user.", "example": "alice"},
+    )
+    password = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 1024),
+        metadata={"description": "The password of the user.", "example": "correct horse battery staple"},
+    )
+    # Absent means the default; null is no client, so it is refused like any
+    # other unknown one. The document lists the configured clients and
+    # scopes (signin.openapi), which this class cannot know.
+    client_id = fields.String(
+        load_default=None,
+        allow_none=False,
+        validate=validate.Length(1, 150),
+        metadata={"description": "The client asking: one of the configured clients. Omitted: the first of them."},
+    )
+    scope = fields.String(
+        load_default=None,
+        allow_none=False,
+        validate=validate.Length(1, 1000),
+        metadata={
+            "description": "The scopes asked for, separated by spaces: some of the allowed scopes. "
+            "Omitted: the configured default scope."
+        },
+    )
 
     @validates("client_id")
     def _known_client(self, value: str | None, **_: object) -> None:
@@ -43,48 +83,101 @@ class SigninSchema(RequestSchema):
 
 
 class RefreshSchema(RequestSchema):
-    refresh_token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
+    refresh_token = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 512),
+        metadata={
+            "description": "The refresh token of the last sign-in or refresh; it works once.",
+            "example": REFRESH_TOKEN,
+        },
+    )
 
 
 class SignoutSchema(RequestSchema):
-    everywhere = fields.Boolean(load_default=False, metadata={"description": "End every session of the user."})
+    everywhere = fields.Boolean(
+        load_default=False,
+        metadata={"description": "End every session of the user, not only this one.", "example": False},
+    )
 
 
 class TokenRequestSchema(RequestSchema):
-    token = fields.String(required=True, load_only=True, validate=validate.Length(1, 512))
+    token = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 512),
+        metadata={"description": "The access or refresh token asked about.", "example": ACCESS_TOKEN},
+    )
     # RFC 7009 2.1: a hint the server cannot use is ignored, not refused.
-    token_type_hint = fields.String(load_default=None, validate=validate.Length(max=64))
+    token_type_hint = fields.String(
+        load_default=None,
+        validate=validate.Length(max=64),
+        metadata={
+            "description": "`access_token` or `refresh_token`, as the caller believes; any other value is ignored.",
+            "example": "access_token",
+        },
+    )
 
 
 class TokenSchema(Schema):
-    access_token = fields.String(required=True)
-    expires_in = fields.String(required=True, metadata={"example": "604800"})
-    token_type = fields.String(required=True, metadata={"example": "Bearer"})
-    refresh_token = fields.String(required=True)
-    client_id = fields.String(required=True)
-    scope = fields.String(required=True, metadata={"example": "read write"})
+    access_token = fields.String(
+        required=True,
+        metadata={"description": "Send it as `Authorization: Bearer <access_token>`.", "example": ACCESS_TOKEN},
+    )
+    expires_in = fields.String(
+        required=True,
+        metadata={"description": "The access token's lifetime in seconds, as a string of digits.", "example": "604800"},
+    )
+    token_type = fields.String(required=True, metadata={"description": "Always `Bearer`.", "example": "Bearer"})
+    refresh_token = fields.String(
+        required=True,
+        metadata={
+            "description": "Exchange it, once, for a new pair at the refresh endpoint.",
+            "example": REFRESH_TOKEN,
+        },
+    )
+    client_id = fields.String(
+        required=True, metadata={"description": "The client the tokens were issued to.", "example": "signin"}
+    )
+    scope = fields.String(
+        required=True, metadata={"description": "The scopes granted, separated by spaces.", "example": "read write"}
+    )
 
 
 class TokenResponseSchema(Schema):
-    token = fields.Nested(TokenSchema, required=True)
+    token = fields.Nested(TokenSchema, required=True, metadata={"description": "A new token pair for one session."})
 
 
 class MeSchema(Schema):
-    username = fields.String(required=True)
-    client_id = fields.String(required=True)
-    scope = fields.String(required=True)
-    expires_at = fields.String(required=True, metadata={"format": "date-time", "example": "2026-12-06T09:00:00Z"})
+    username = fields.String(required=True, metadata={"description": "The bearer's username.", "example": "alice"})
+    client_id = fields.String(
+        required=True, metadata={"description": "The client the token was issued to.", "example": "signin"}
+    )
+    scope = fields.String(
+        required=True, metadata={"description": "The scopes granted, separated by spaces.", "example": "read write"}
+    )
+    expires_at = fields.String(
+        required=True,
+        metadata={
+            "description": "When the access token expires (RFC 3339, UTC).",
+            "format": "date-time",
+            "example": "2026-12-06T09:00:00Z",
+        },
+    )
 
 
 class IntrospectionSchema(Schema):
-    active = fields.Boolean(required=True)
-    sub = fields.String()
-    username = fields.String()
-    client_id = fields.String()
-    scope = fields.String()
-    token_type = fields.String(metadata={"example": "Bearer"})
-    exp = fields.Integer()
-    iat = fields.Integer()
+    active = fields.Boolean(
+        required=True,
+        metadata={"description": "Whether the token is live; when false, nothing else is said.", "example": True},
+    )
+    sub = fields.String(metadata={"description": "The user's id.", "example": "42"})
+    username = fields.String(metadata={"description": "The user's username.", "example": "alice"})
+    client_id = fields.String(metadata={"description": "The client the token was issued to.", "example": "signin"})
+    scope = fields.String(metadata={"description": "The scopes granted, separated by spaces.", "example": "read write"})
+    token_type = fields.String(metadata={"description": "Always `Bearer`.", "example": "Bearer"})
+    exp = fields.Integer(metadata={"description": "When the token expires, in Unix seconds.", "example": 1796547600})
+    iat = fields.Integer(metadata={"description": "When it was issued, in Unix seconds.", "example": 1795942800})
 
 
 class NewPassword(fields.String):
@@ -106,35 +199,67 @@ class PasswordChangeSchema(RequestSchema):
         required=True,
         load_only=True,
         validate=validate.Length(1, 1024),
-        metadata={"description": "The user's password now: the change re-authenticates."},
+        metadata={
+            "description": "The user's password now: the change re-authenticates.",
+            "example": "correct horse battery staple",
+        },
     )
     new_password = NewPassword(
         required=True,
         load_only=True,
         validate=validate.Length(min=1),
-        metadata={"description": "The password to replace it; the password policy applies."},
+        metadata={
+            "description": "The password to replace it; the password policy applies.",
+            "example": "a new, long passphrase",
+        },
     )
 
 
 class SessionSchema(Schema):
-    id = fields.String(required=True, metadata={"description": "Names the session; stable across refreshes."})
-    client_id = fields.String(required=True, metadata={"description": "The client the session signed in as."})
-    scope = fields.String(required=True, metadata={"description": "The scope its tokens grant."})
+    id = fields.String(
+        required=True,
+        metadata={"description": "Names the session; stable across refreshes.", "example": "qeZS4oXhUiJI"},
+    )
+    client_id = fields.String(
+        required=True, metadata={"description": "The client the session signed in as.", "example": "signin"}
+    )
+    scope = fields.String(
+        required=True, metadata={"description": "The scope its tokens grant.", "example": "read write"}
+    )
     created_at = fields.String(
-        required=True, metadata={"format": "date-time", "description": "Its sign-in (RFC 3339, UTC)."}
+        required=True,
+        metadata={
+            "format": "date-time",
+            "description": "Its sign-in (RFC 3339, UTC).",
+            "example": "2026-12-01T09:00:00Z",
+        },
     )
     last_used_at = fields.String(
         required=True,
-        metadata={"format": "date-time", "description": "Its last sign-in, refresh or token check, to within minutes."},
+        metadata={
+            "format": "date-time",
+            "description": "Its last sign-in, refresh or token check, to within minutes.",
+            "example": "2026-12-01T09:30:00Z",
+        },
     )
     expires_at = fields.String(
-        required=True, metadata={"format": "date-time", "description": "When it ends unless refreshed."}
+        required=True,
+        metadata={
+            "format": "date-time",
+            "description": "When it ends unless refreshed.",
+            "example": "2026-12-08T09:30:00Z",
+        },
     )
-    address = fields.String(required=True, metadata={"description": "The client's address at sign-in."})
+    address = fields.String(
+        required=True, metadata={"description": "The client's address at sign-in.", "example": "203.0.113.7"}
+    )
     user_agent = fields.String(
-        required=True, metadata={"description": "The client's User-Agent at sign-in, cut to 200 characters."}
+        required=True,
+        metadata={"description": "The client's User-Agent at sign-in, cut to 200 characters.", "example": "curl/8.5.0"},
     )
-    current = fields.Boolean(required=True, metadata={"description": "Whether this is the bearer's own session."})
+    current = fields.Boolean(
+        required=True, metadata={"description": "Whether this is the bearer's own session.", "example": True}
+    )
 
 
 class SessionsSchema(Schema):
@@ -144,7 +269,7 @@ class SessionsSchema(Schema):
 
 
 class EndedSchema(Schema):
-    ended = fields.Integer(required=True, metadata={"description": "How many sessions ended."})
+    ended = fields.Integer(required=True, metadata={"description": "How many sessions ended.", "example": 2})
 
 
 def grant(client_id: str | None, scope: str | None) -> tuple[str, str]:
@@ -158,3 +283,10 @@ def grant(client_id: str | None, scope: str | None) -> tuple[str, str]:
     if not requested or not requested <= set(allowed):
         raise InvalidScope()
     return client_id, " ".join(s for s in allowed if s in requested)
+
+
+def scope_pattern(allowed: Sequence[str]) -> str:
+    """Return a JSON Schema pattern for what ``grant`` accepts: allowed scopes, separated by spaces."""
+    # Escapes ECMA-262's syntax characters only, which every regex dialect reads alike.
+    one = "(?:" + "|".join(re.sub(r"[\\^$.|?*+()\[\]{}/]", r"\\\g<0>", scope) for scope in allowed) + ")"
+    return f"^ *{one}(?: +{one})* *$"
