@@ -89,7 +89,7 @@ class Bench:
     """One run: the servers, the tools, and the figures gathered so far."""
 
     def __init__(
-        self, plan: Plan, workdir: Path, redis: servers.RedisServer, signin: servers.SigninServer, wrk: str | None
+        self, plan: Plan, workdir: Path, redis: servers.BenchRedis, signin: servers.SigninServer, wrk: str | None
     ) -> None:
         self.plan, self.workdir, self.redis, self.signin, self.wrk = plan, workdir, redis, signin, wrk
         self.store = sessions.token_store(redis.client)
@@ -542,7 +542,7 @@ def main() -> None:
     wrk = None if args.python_only else find_wrk()
     with (
         tempfile.TemporaryDirectory(prefix="signin-bench-") as tmp,
-        servers.redis_server(Path(tmp)) as redis,
+        servers.redis_server() as redis,
         servers.signin_server(Path(tmp), redis.url, THREADS) as signin,
     ):
         bench = Bench(plan, Path(tmp), redis, signin, wrk)
