@@ -1,6 +1,6 @@
 """Bare Flask apps that show what waitress and Flask (plus one Redis GET) can do on this box.
 
-Run by the benchmark as ``python -m bench.ceilings {bare,redis} --port P --threads T --redis-url URL``.
+Run by the benchmark as ``python -m bench.ceilings {bare,redis} --port P --threads T --redis-url URL [--quiet-queue]``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import redis
 import waitress
 from flask import Flask
 
+from bench.quiet import silence_queue_warning
 from signin import freeze_startup_heap
 from signin.cli import log_to_standard_error
 
@@ -52,8 +53,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--quiet-queue", action="store_true", help='silence waitress\'s "Task queue depth" warning')
     args = parser.parse_args()
     writer = log_to_standard_error()
+    if args.quiet_queue:
+        silence_queue_warning()
     app = bare_app() if args.kind == "bare" else redis_app(args.redis_url)
     freeze_startup_heap()
     try:

@@ -1,4 +1,4 @@
-"""The processes a benchmark runs against: ``signin serve`` and the bare ceiling apps.
+"""The processes a benchmark runs against: ``signin serve``, gunicorn and the bare ceiling apps.
 
 redis-server comes from the tests' harness (``tests/servers.py``), and so do
 free ports and how a process is waited for and stopped: one harness for both.
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import redis
 
+from bench import gunicorn_hooks
 from tests.servers import HOST, RedisServer, free_port, stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,13 +52,15 @@ class Process:
 
 
 @contextlib.contextmanager
-def spawn(name: str, command: list[str], workdir: Path, env: dict[str, str] | None = None) -> Iterator[Process]:
-    """Run a command in ``workdir`` for the duration of the block, stopping it however the block ends."""
+def spawn(
+    name: str, command: list[str], workdir: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Process]:
+    """Run a command (in ``cwd``, else ``workdir``) for the duration of the block, stopping it however it ends."""
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(  # noqa: S603 - our own fixed command lines
             command,
-            cwd=workdir,
+            cwd=cwd or workdir,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -156,15 +159,22 @@ def bench_env(**settings: str) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def signin_server(workdir: Path, redis_url: str, threads: int, method: str | None = None) -> Iterator[SigninServer]:
-    """Create the database and a user in ``workdir``, then run ``signin serve`` until the block ends."""
+def signin_server(
+    workdir: Path, redis_url: str, threads: int, method: str | None = None, quiet_queue: bool = False
+) -> Iterator[SigninServer]:
+    """Create the database and a user in ``workdir``, then run ``signin serve`` until the block ends.
+
+    With ``quiet_queue``, it runs through ``bench.quiet``: the same command with
+    waitress's "Task queue depth" warning silenced, to see what that costs.
+    """
     env = bench_env(DATABASE_URL=f"sqlite:///{workdir / 'signin.db'}", REDIS_URL=redis_url, RATELIMIT_ENABLED="false")
     if method:
         env["SIGNIN_PASSWORD_METHOD"] = method
     server = SigninServer(free_port(), env, "bench", secrets.token_urlsafe(18))
     server.cli("init-db")
     server.cli("users", "create", server.username, "--password-stdin", stdin=server.password + "\n")
-    command = [str(VENV_BIN / "signin"), "serve", "--host", HOST, "--port", str(server.port), "--threads", str(threads)]
+    program = [sys.executable, "-m", "bench.quiet"] if quiet_queue else [str(VENV_BIN / "signin")]
+    command = [*program, "serve", "--host", HOST, "--port", str(server.port), "--threads", str(threads)]
     with spawn("signin", command, workdir, env) as process:
         server.process = process
         wait_until(lambda: http_answers(server.port), process, "signin serve")
@@ -172,11 +182,35 @@ def signin_server(workdir: Path, redis_url: str, threads: int, method: str | Non
 
 
 @contextlib.contextmanager
-def ceiling_server(workdir: Path, kind: str, redis_url: str, threads: int) -> Iterator[int]:
+def ceiling_server(workdir: Path, kind: str, redis_url: str, threads: int, quiet_queue: bool = False) -> Iterator[int]:
     """Serve one bare app of ``bench.ceilings`` with waitress; yield its port."""
     port = free_port()
     command = [sys.executable, "-m", "bench.ceilings", kind, "--port", str(port), "--threads", str(threads)]
-    command += ["--redis-url", redis_url]
+    command += ["--redis-url", redis_url, *(["--quiet-queue"] if quiet_queue else [])]
     with spawn(f"ceiling-{kind}", command, workdir, bench_env()) as process:
         wait_until(lambda: http_answers(port, "/"), process, f"ceiling app {kind}")
+        yield port
+
+
+def workers_ready(process: Process, workers: int) -> bool:
+    """Tell whether ``workers`` gunicorn workers have logged that they loaded the app."""
+    return process.tail(10_000).count(gunicorn_hooks.READY) >= workers
+
+
+@contextlib.contextmanager
+def gunicorn_server(workdir: Path, env: dict[str, str], workers: int, threads: int) -> Iterator[int]:
+    """Serve ``wsgi:app`` under gunicorn from the repository root until the block ends; yield its port.
+
+    It runs in its own process group and stops on SIGTERM (the master lets
+    its workers finish), as any spawned process here. It is ready once every
+    worker has loaded the app: until then the first one would take every
+    connection of a load run, and keep them.
+    """
+    port = free_port()
+    command = [str(VENV_BIN / "gunicorn"), "--bind", f"{HOST}:{port}", "-w", str(workers), "--threads", str(threads)]
+    # The hooks only log each worker's readiness. gunicorn 27 otherwise opens a
+    # control socket at one path in $HOME, shared by every gunicorn of the account.
+    command += ["--config", f"python:{gunicorn_hooks.__name__}", "--no-control-socket", "wsgi:app"]
+    with spawn("gunicorn", command, workdir, env, cwd=ROOT) as process:
+        wait_until(lambda: workers_ready(process, workers) and http_answers(port), process, "gunicorn")
         yield port
