@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import redis
 
+from bench.load import Request
 from config import Config
 from signin.tokens import IssuedTokens, TokenStore
 
@@ -58,6 +61,40 @@ def issue_many(store: TokenStore, count: int, user_of: Callable[[int], tuple[int
 
     with ThreadPoolExecutor(ISSUE_THREADS) as pool:
         return list(pool.map(issue, range(count), chunksize=256))
+
+
+class RefreshPool:
+    """Refresh requests of live sessions of one user, each to be sent once, topped up before each run."""
+
+    def __init__(self, store: TokenStore, user_id: int, username: str, path: str) -> None:
+        self.store, self.user_id, self.username, self.path = store, user_id, username, path
+        self.requests: deque[Request] = deque()
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def top_up(self, count: int) -> None:
+        """Issue sessions until at least ``count`` unsent refresh tokens wait."""
+        missing = count - len(self.requests)
+        if missing > 0:
+            issued = issue_many(self.store, missing, lambda _: (self.user_id, self.username))
+            self.requests.extend(Request.json(self.path, {"refresh_token": i.refresh_token}) for i in issued)
+
+    def next(self) -> Request | None:
+        """Take the next unsent request out of the pool; None once it is empty."""
+        try:
+            return self.requests.popleft()
+        except IndexError:
+            return None
+
+    def write_bodies(self, path: Path) -> None:
+        """Write every unsent body to ``path``, one a line, for wrk (``BENCH_BODIES`` in wrk.lua)."""
+        path.write_text("".join(f"{request.body.decode()}\n" for request in self.requests))
+
+    def spend(self, count: int) -> None:
+        """Drop the first ``count`` requests, which wrk sent from the bodies file."""
+        for _ in range(min(count, len(self.requests))):
+            self.requests.popleft()
 
 
 def fake_user(per_user: int) -> Callable[[int], tuple[int, str]]:
