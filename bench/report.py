@@ -220,7 +220,7 @@ def gunicorn_panel(axes: Any, data: dict) -> None:
     points = gunicorn["points"]
     grouped_bars(
         axes,
-        [f"{p['connections']} conns\n(x{p['ratio']:.2f})" for p in points],
+        [f"{p['connections']} conns (x{p['ratio']:.2f})\n{worker_split(p['gunicorn'])}" for p in points],
         [
             (f"signin serve ({gunicorn['serve_threads']} threads)", [p["serve"]["rps"] for p in points], MEASURED),
             (
@@ -232,6 +232,12 @@ def gunicorn_panel(axes: Any, data: dict) -> None:
     )
     axes.set_ylabel("requests/s")
     axes.set_title(title, fontsize=10)
+
+
+def worker_split(result: dict) -> str:
+    """Say how gunicorn's workers held the connections of a run, if the results file knows."""
+    split = result.get("connections_per_worker")
+    return f"connections per worker {'+'.join(map(str, split))}" if split else ""
 
 
 def durability_panel(axes: Any, data: dict) -> None:

@@ -14,6 +14,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -55,8 +56,9 @@ PERSISTENCE = {
     "everysec": ("--appendonly", "yes", "--appendfsync", "everysec"),
     "always": ("--appendonly", "yes", "--appendfsync", "always"),
 }
-# Each load point starts with this many requests (0.3 s at most) from one connection, not measured.
+# Each load point starts with this many requests (WARM_UP_SECONDS at most) from one connection, not measured.
 WARM_UP_REQUESTS = 20
+WARM_UP_SECONDS = 0.3
 # How fast a refresh run is assumed to go when no Redis ceiling was measured, to size its pool of tokens.
 GUESSED_RPS = 5_000.0
 
@@ -122,9 +124,11 @@ def with_errors(result: LoadResult) -> str:
     return str(result).rsplit(" (", 1)[0] + (f", {result.errors} FAILED requests" if result.errors else "")
 
 
-def median_of(pairs: list) -> str:
-    """Say which pair of how many a figure shows."""
-    return "one pair" if len(pairs) == 1 else f"median of {len(pairs)} alternating pairs"
+def median_of(pairs: list[tuple[float, LoadResult, LoadResult]]) -> str:
+    """Say which pair of how many a figure shows, and how far the pairs' ratios spread."""
+    if len(pairs) == 1:
+        return "one pair"
+    return f"median of {len(pairs)} alternating pairs, ratios {pairs[0][0]:.2f}..{pairs[-1][0]:.2f}"
 
 
 def pair_data(pairs: list[tuple[float, LoadResult, LoadResult]], first: str, second: str) -> list[dict]:
@@ -178,7 +182,7 @@ class Bench:
         self, port: int, request: Request, connections: int = CONNECTIONS[0], seconds: float | None = None
     ) -> LoadResult:
         """Warm up for a moment, then run one measured load point with the fixed-request tool."""
-        run_python(port, lambda: request, 1, 0.3, limit=WARM_UP_REQUESTS)
+        run_python(port, lambda: request, 1, WARM_UP_SECONDS, limit=WARM_UP_REQUESTS)
         return run_load(self.wrk, port, request, connections, seconds or self.plan.load_seconds)
 
     def sign_in(self, server: servers.SigninServer | None = None) -> dict:
@@ -407,7 +411,7 @@ class Bench:
     def refresh_load(self, port: int, pool: sessions.RefreshPool, connections: int, seconds: float) -> LoadResult:
         """Refresh at ``connections`` for ``seconds``, each token of ``pool`` sent once; top it up first."""
         pool.top_up(self.tokens_for(connections, seconds))
-        run_python(port, pool.next, 1, 0.3, limit=WARM_UP_REQUESTS)
+        run_python(port, pool.next, 1, WARM_UP_SECONDS, limit=WARM_UP_REQUESTS)
         available = len(pool)
         if self.wrk:
             bodies = self.workdir / "refresh-bodies.txt"
@@ -485,11 +489,12 @@ class Bench:
             "serve_threads": THREADS,
             "points": [],
         }
-        with servers.gunicorn_server(self.workdir, self.signin.env, self.cores, THREADS) as port:
+        with servers.gunicorn_server(self.workdir, self.signin.env, self.cores, THREADS) as server:
             for connections in CONNECTIONS:
+                splits: dict[int, list[int]] = {}  # by id() of the gunicorn half's result
                 pairs = self.alternate(
                     functools.partial(self.load, self.signin.port, me, connections),
-                    functools.partial(self.load, port, me, connections),
+                    functools.partial(self.gunicorn_load, server, me, connections, splits),
                     self.plan.info_pairs,
                 )
                 ratio, serve, gunicorn = median_pair(pairs)
@@ -497,20 +502,45 @@ class Bench:
                     {
                         "connections": connections,
                         "serve": result_data(serve),
-                        "gunicorn": result_data(gunicorn),
+                        "gunicorn": dict(result_data(gunicorn), connections_per_worker=splits[id(gunicorn)]),
                         "ratio": ratio,
-                        "pairs": pair_data(pairs, "serve", "gunicorn"),
+                        "pairs": [
+                            dict(pair, connections_per_worker=splits[id(g)])
+                            for pair, (_, _, g) in zip(pair_data(pairs, "serve", "gunicorn"), pairs, strict=True)
+                        ],
                     }
                 )
+                split = "+".join(map(str, splits[id(gunicorn)]))
                 self.add(
                     Figure(
                         f"GET me, gunicorn / signin serve, {connections} connections",
-                        f"gunicorn -w {self.cores} --threads {THREADS}: {with_errors(gunicorn)}",
+                        f"gunicorn -w {self.cores} --threads {THREADS}: {with_errors(gunicorn)}; "
+                        f"connections per worker {split}",
                         f"signin serve {with_errors(serve)} ({median_of(pairs)})",
                         ratio,
                         tool=serve.tool,
                     )
                 )
+
+    def gunicorn_load(
+        self,
+        server: servers.GunicornServer,
+        request: Request,
+        connections: int,
+        splits: dict[int, list[int]],
+        seconds: float,
+    ) -> LoadResult:
+        """Load gunicorn like ``load``; note in ``splits`` how the connections fell to its workers, midway."""
+        split: list[int] = []
+        timer = threading.Timer(WARM_UP_SECONDS + seconds / 2, lambda: split.extend(server.connections_per_worker()))
+        timer.start()
+        try:
+            result = self.load(server.port, request, connections, seconds)
+        finally:
+            timer.cancel()
+            timer.join()
+        splits[id(result)] = split
+        return result
 
     def flood(self) -> None:
         """Time GET me quiet, then as long again while FLOOD_CLIENTS clients sign in beside it; judge the p99s.
@@ -523,7 +553,7 @@ class Bench:
         connections, seconds, port = CONNECTIONS[0], self.plan.load_seconds, self.signin.port
         print(f"== GET me at {connections} connections, quiet and beside {FLOOD_CLIENTS} sign-in clients", flush=True)
         me = self.me_request()
-        run_python(port, lambda: me, 1, 0.3, limit=WARM_UP_REQUESTS)
+        run_python(port, lambda: me, 1, WARM_UP_SECONDS, limit=WARM_UP_REQUESTS)
         quiet = run_python(port, lambda: me, connections, seconds)
         signin = Request.json(f"{API}/signin/", {"username": self.signin.username, "password": self.signin.password})
         with ThreadPoolExecutor(1) as pool:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import redis
 
 from bench import gunicorn_hooks
@@ -197,9 +198,30 @@ def workers_ready(process: Process, workers: int) -> bool:
     return process.tail(10_000).count(gunicorn_hooks.READY) >= workers
 
 
+@dataclass
+class GunicornServer:
+    """A gunicorn master serving on a port, and its workers."""
+
+    port: int
+    process: Process
+
+    def connections_per_worker(self) -> list[int]:
+        """Return how many client connections each worker holds now, fewest first.
+
+        With keep-alive, a connection stays with the worker that accepted it:
+        a load run's connections split between the workers as they fell.
+        """
+        counts = []
+        for worker in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                held = worker.net_connections("tcp")
+                counts.append(sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == self.port for c in held))
+        return sorted(counts)
+
+
 @contextlib.contextmanager
-def gunicorn_server(workdir: Path, env: dict[str, str], workers: int, threads: int) -> Iterator[int]:
-    """Serve ``wsgi:app`` under gunicorn from the repository root until the block ends; yield its port.
+def gunicorn_server(workdir: Path, env: dict[str, str], workers: int, threads: int) -> Iterator[GunicornServer]:
+    """Serve ``wsgi:app`` under gunicorn from the repository root until the block ends.
 
     It runs in its own process group and stops on SIGTERM (the master lets
     its workers finish), as any spawned process here. It is ready once every
@@ -213,4 +235,4 @@ def gunicorn_server(workdir: Path, env: dict[str, str], workers: int, threads: i
     command += ["--config", f"python:{gunicorn_hooks.__name__}", "--no-control-socket", "wsgi:app"]
     with spawn("gunicorn", command, workdir, env, cwd=ROOT) as process:
         wait_until(lambda: workers_ready(process, workers) and http_answers(port), process, "gunicorn")
-        yield port
+        yield GunicornServer(port, process)
