@@ -76,7 +76,7 @@ def main() -> None:
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="signin-bench-") as tmp,
-        servers.redis_server(Path(tmp)) as redis,
+        servers.redis_server() as redis,
         servers.signin_server(Path(tmp), redis.url, args.threads) as signin,
     ):
         print(describe(measure(signin.port, signin.username, QUICK_ATTEMPTS if args.quick else args.attempts)))

@@ -54,6 +54,14 @@ def cpu_seconds() -> tuple[float, float]:
     return box.user + box.nice + box.system + box.irq + box.softirq, sum(os.times()[:4])
 
 
+def filesystem(path: str) -> str:
+    """Return the file system a path lives on, as "type on device" (tmpfs would make fsync free)."""
+    resolved = os.path.realpath(path)
+    mounts = [part for part in psutil.disk_partitions(all=True) if resolved.startswith(part.mountpoint)]
+    mount = max(mounts, key=lambda part: len(part.mountpoint), default=None)
+    return f"{mount.fstype} on {mount.device}" if mount else "unknown"
+
+
 def scrypt_bytes(method: str) -> int:
     """Return the memory one hash with a werkzeug scrypt method needs (128·N·r), else 0."""
     name, *params = method.split(":")

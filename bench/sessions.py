@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import redis
 
-from config import Config
+from bench.load import Request
+from signin import settings
+from signin.records import index_member
+from signin.settings import DEFAULTS
 from signin.tokens import IssuedTokens, TokenStore
 
 ISSUE_THREADS = 8
@@ -17,21 +23,23 @@ FILL_BATCH = 20_000
 # Fake users of bulk sessions get ids from here up, far from real users' ids.
 FAKE_USER_BASE = 10_000_000
 
-# Write ARGV[3] sessions numbered from ARGV[2], in TokenStore's key layout and
-# value sizes: s:<16-char digest> JSON record, u:<id> sorted set. Bench only:
-# it writes keys it was not passed, which Redis Cluster would refuse.
+# What the bench's sessions say of their client: an address, and a user agent of 100 characters.
+ADDRESS = "203.0.113.7"
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.3"
+
+# Write ARGV[3] sessions numbered from ARGV[2] under TokenStore's key names,
+# each with the record ARGV[1] (one the store itself wrote), indexed by users
+# of ARGV[4] sessions each, their members ARGV[5] (a sign-in time, as
+# records.index_member writes it) and the ref. Bench only: it writes keys it
+# was not passed, which Redis Cluster would refuse.
 FILL = """
-local prefix, first, count = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local per_user, now, ttl, base = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local record, first, count, per_user = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local created, prefix, ttl, base = ARGV[5], ARGV[6], tonumber(ARGV[7]), tonumber(ARGV[8])
 for i = first, first + count - 1 do
   local user = base + math.floor(i / per_user)
   local ref = string.sub(redis.sha1hex('s' .. i), 1, 16)
-  local at = string.sub(redis.sha1hex('a' .. i), 1, 22)
-  local rt = string.sub(redis.sha1hex('r' .. i), 1, 22)
-  local record = string.format('[%d,"user%d","signin","read write",%d,%d,"%s","%s"]',
-    user, user, now, now + ttl, at, rt)
   redis.call('SET', prefix .. 's:' .. ref, record, 'EX', ttl)
-  redis.call('ZADD', prefix .. 'u:' .. user, now + ttl, ref)
+  redis.call('ZADD', prefix .. 'u:' .. user, redis.call('TIME')[1] + ttl, created .. ref)
   redis.call('EXPIRE', prefix .. 'u:' .. user, ttl)
 end
 return count
@@ -39,25 +47,54 @@ return count
 
 
 def token_store(client: redis.Redis) -> TokenStore:
-    """Return a TokenStore set up as ``signin serve`` sets up its own (from config.Config)."""
-    return TokenStore(
-        client,
-        access_ttl=Config.SIGNIN_ACCESS_TOKEN_TTL,
-        refresh_ttl=Config.SIGNIN_REFRESH_TOKEN_TTL,
-        reuse_grace=Config.SIGNIN_REFRESH_REUSE_GRACE,
-        prefix=Config.SIGNIN_REDIS_PREFIX,
-    )
+    """Return a TokenStore set up as ``signin serve`` sets up its own, from the settings in effect."""
+    return TokenStore.from_config(client, settings.load(os.environ))
 
 
 def issue_many(store: TokenStore, count: int, user_of: Callable[[int], tuple[int, str]]) -> list[IssuedTokens]:
     """Issue ``count`` sessions with ``TokenStore.issue`` from a few threads; session i belongs to user_of(i)."""
+    client_id, scope = DEFAULTS["SIGNIN_CLIENTS"][0], DEFAULTS["SIGNIN_DEFAULT_SCOPE"]
 
     def issue(i: int) -> IssuedTokens:
         user_id, username = user_of(i)
-        return store.issue(user_id, username, Config.SIGNIN_CLIENTS[0], Config.SIGNIN_DEFAULT_SCOPE)
+        return store.issue(user_id, username, client_id, scope, address=ADDRESS, user_agent=USER_AGENT)
 
     with ThreadPoolExecutor(ISSUE_THREADS) as pool:
         return list(pool.map(issue, range(count), chunksize=256))
+
+
+class RefreshPool:
+    """Refresh requests of live sessions of one user, each to be sent once, topped up before each run."""
+
+    def __init__(self, store: TokenStore, user_id: int, username: str, path: str) -> None:
+        self.store, self.user_id, self.username, self.path = store, user_id, username, path
+        self.requests: deque[Request] = deque()
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    def top_up(self, count: int) -> None:
+        """Issue sessions until at least ``count`` unsent refresh tokens wait."""
+        missing = count - len(self.requests)
+        if missing > 0:
+            issued = issue_many(self.store, missing, lambda _: (self.user_id, self.username))
+            self.requests.extend(Request.json(self.path, {"refresh_token": i.refresh_token}) for i in issued)
+
+    def next(self) -> Request | None:
+        """Take the next unsent request out of the pool; None once it is empty."""
+        try:
+            return self.requests.popleft()
+        except IndexError:
+            return None
+
+    def write_bodies(self, path: Path) -> None:
+        """Write every unsent body to ``path``, one a line, for wrk (``BENCH_BODIES`` in wrk.lua)."""
+        path.write_text("".join(f"{request.body.decode()}\n" for request in self.requests))
+
+    def spend(self, count: int) -> None:
+        """Drop the first ``count`` requests, which wrk sent from the bodies file."""
+        for _ in range(min(count, len(self.requests))):
+            self.requests.popleft()
 
 
 def fake_user(per_user: int) -> Callable[[int], tuple[int, str]]:
@@ -71,23 +108,30 @@ def fake_user(per_user: int) -> Callable[[int], tuple[int, str]]:
 
 
 def fill(client: redis.Redis, total: int, per_user: int, already: int = 0) -> float:
-    """Top the store up to ``total`` Lua-written sessions (``already`` exist); return the seconds it took."""
+    """Top the store up to ``total`` Lua-written sessions (``already`` exist); return the seconds it took.
+
+    Every one holds the record of a session the store issued itself, so the
+    bytes are the store's; the key names are the Lua script's.
+    """
+    store = token_store(client)
+    sample = issue_many(store, 1, fake_user(per_user))[0].session
+    store.revoke_session(sample)
     script = client.register_script(FILL)
-    ttl = max(Config.SIGNIN_ACCESS_TOKEN_TTL, Config.SIGNIN_REFRESH_TOKEN_TTL)
+    ttl, created = store.ends_at(sample) - sample.issued_at, index_member(sample.created_at, "")
     started = time.perf_counter()
     for first in range(already, total, FILL_BATCH):
         count = min(FILL_BATCH, total - first)
-        script(args=[Config.SIGNIN_REDIS_PREFIX, first, count, per_user, int(time.time()), ttl, 2 * FAKE_USER_BASE])
+        script(args=[sample.dump(), first, count, per_user, created, store.prefix, ttl, 2 * FAKE_USER_BASE])
     return time.perf_counter() - started
 
 
 def payload_bytes(client: redis.Redis, issued: IssuedTokens, per_user: int) -> int:
     """Return the bytes of key names and values one session stores: the floor any layout must pay."""
-    prefix = Config.SIGNIN_REDIS_PREFIX
+    prefix = DEFAULTS["SIGNIN_REDIS_PREFIX"]
     session_key = f"{prefix}s:{issued.session.ref}"
     user_key = f"{prefix}u:{issued.session.user_id}"
     strings = len(session_key) + client.strlen(session_key)
-    return strings + len(issued.session.ref) + 8 + len(user_key) // per_user  # 8: the score
+    return strings + len(issued.session.member) + 8 + len(user_key) // per_user  # 8: the score
 
 
 def memory_per_session(client: redis.Redis, store: TokenStore, count: int, per_user: int) -> dict:

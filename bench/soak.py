@@ -302,7 +302,7 @@ def soak(args: argparse.Namespace, workdir: Path) -> int:
     password = secrets.token_urlsafe(18)
     usernames = [f"soak{n}" for n in range(args.users)]
     database_url = f"sqlite:///{workdir / 'signin.db'}"
-    with redis_server(workdir) as redis:
+    with redis_server() as redis:
         service = prepare(database_url, redis.url, args.password_method, usernames, password)
         port = free_port()
         env = dict(
