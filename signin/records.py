@@ -26,7 +26,8 @@ REF_LENGTH = 16
 PUBLIC_ID_LENGTH = 12
 USER_AGENT_LENGTH = 200
 # Records written before sessions knew where they came from: the eight fields
-# up to refresh_digest, then maybe previous_refresh_digest and rotated_at_ms.
+# up to refresh_digest (the sixth the access token's expiry), then maybe
+# previous_refresh_digest and rotated_at_ms.
 OLD_REQUIRED = 8
 
 
@@ -42,12 +43,14 @@ class Session(NamedTuple):
     username: str
     client_id: str
     scope: str
+    # Times are kept as seconds from issued_at, which fit in fewer digits (Redis rounds a value up to
+    # its allocator's next size: 256 bytes, or else 320, for a record with a 100-character user agent).
     issued_at: int  # of the current pair
-    expires_at: int  # of the current access token
+    access_lifetime: int  # of the current access token, from issued_at
     access_digest: str
     refresh_digest: str
-    created_at: int  # the sign-in
-    last_used_at: int  # the last sign-in, refresh or token check, to within the touch interval
+    age_at_issue: int  # how long ago, at issued_at, the session signed in
+    used_after_issue: int  # its last sign-in, refresh or token check, to within the touch interval, after issued_at
     address: str  # the client's, at sign-in
     user_agent: str  # at sign-in, cut to USER_AGENT_LENGTH
     # Once rotated: the refresh digest before the current one, and when it was spent, to recognise reuse.
@@ -67,10 +70,25 @@ class Session(NamedTuple):
     def load(cls, ref: str, value: str) -> Session:
         """Return the session stored under ``ref`` (an older record taken as signed in at its last rotation)."""
         fields = json.loads(value)
-        if len(fields) < REQUIRED:
-            issued_at = fields[OLD_REQUIRED - 4]
-            fields[OLD_REQUIRED:OLD_REQUIRED] = [issued_at, issued_at, "", ""]
+        if len(fields) < REQUIRED:  # there, the access token's expiry was a time, not a lifetime
+            fields[5] -= fields[4]
+            fields[OLD_REQUIRED:OLD_REQUIRED] = [0, 0, "", ""]
         return cls(ref, *fields)
+
+    @property
+    def expires_at(self) -> int:
+        """When the current access token expires."""
+        return self.issued_at + self.access_lifetime
+
+    @property
+    def created_at(self) -> int:
+        """When the session signed in."""
+        return self.issued_at - self.age_at_issue
+
+    @property
+    def last_used_at(self) -> int:
+        """When the session last signed in, refreshed or had a token checked (to within the touch interval)."""
+        return self.issued_at + self.used_after_issue
 
     @property
     def member(self) -> str:
@@ -94,7 +112,8 @@ local D = {{{", ".join(f"[{i + 1}] = {json.dumps(value)}" for i, value in DEFAUL
 local function load_record(value)
   local s = cjson.decode(value)
   if #s < {REQUIRED} then
-    for i, field in ipairs({{s[F.issued_at], s[F.issued_at], '', ''}}) do table.insert(s, {OLD_REQUIRED} + i, field) end
+    s[F.access_lifetime] = s[F.access_lifetime] - s[F.issued_at]
+    for i, field in ipairs({{0, 0, '', ''}}) do table.insert(s, {OLD_REQUIRED} + i, field) end
   end
   for i, default in pairs(D) do
     if s[i] == nil then s[i] = default end

@@ -136,11 +136,13 @@ end
 if s[F.cancelled_digest] == ARGV[3] then return {0, value} end
 local now = tonumber(ARGV[4])
 if now >= s[F.issued_at] + tonumber(ARGV[8]) then return false end
+local created = s[F.issued_at] - s[F.age_at_issue]
 local ends = now + tonumber(ARGV[7])
-if tonumber(ARGV[9]) > 0 then ends = math.min(ends, s[F.created_at] + tonumber(ARGV[9])) end
+if tonumber(ARGV[9]) > 0 then ends = math.min(ends, created + tonumber(ARGV[9])) end
 if now >= ends then return false end
-s[F.issued_at], s[F.expires_at] = now, math.min(now + tonumber(ARGV[6]), ends)
-s[F.access_digest], s[F.refresh_digest], s[F.last_used_at] = ARGV[2], ARGV[3], now
+s[F.issued_at], s[F.access_lifetime] = now, math.min(now + tonumber(ARGV[6]), ends) - now
+s[F.age_at_issue], s[F.used_after_issue] = now - created, 0
+s[F.access_digest], s[F.refresh_digest] = ARGV[2], ARGV[3]
 s[F.previous_refresh_digest], s[F.rotated_at_ms], s[F.cancelled_digest] = ARGV[1], tonumber(ARGV[5]), ''
 local rotated = dump_record(s)
 redis.call('SET', KEYS[1], rotated, 'EX', ends - now)
@@ -177,8 +179,9 @@ TOUCH = (
 local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
 local s = load_record(value)
-if s[F.access_digest] ~= ARGV[1] or tonumber(ARGV[2]) - s[F.last_used_at] < tonumber(ARGV[3]) then return 0 end
-s[F.last_used_at] = tonumber(ARGV[2])
+local now = tonumber(ARGV[2])
+if s[F.access_digest] ~= ARGV[1] or now - s[F.issued_at] - s[F.used_after_issue] < tonumber(ARGV[3]) then return 0 end
+s[F.used_after_issue] = now - s[F.issued_at]
 redis.call('SET', KEYS[1], dump_record(s), 'KEEPTTL')
 return 1
 """
@@ -305,11 +308,11 @@ class TokenStore:
             client_id=client_id,
             scope=scope,
             issued_at=now,
-            expires_at=min(now + self.access_ttl, self._ends(now, now)),
+            access_lifetime=min(self.access_ttl, self._ends(now, now) - now),
             access_digest=digest(access),
             refresh_digest=digest(refresh),
-            created_at=now,
-            last_used_at=now,
+            age_at_issue=0,
+            used_after_issue=0,
             address=address,
             user_agent=user_agent[:USER_AGENT_LENGTH],
         )

@@ -286,11 +286,11 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
         "signin",
         "read write",
         issued_at,
-        issued_at + 604800,
+        604800,  # the access token's lifetime from issued_at
         digest(access_verifier),
         digest(refresh_verifier),
-        issued_at,  # created_at
-        issued_at,  # last_used_at
+        0,  # signed in at issued_at
+        0,  # last used at issued_at
         "127.0.0.1",
         "Werkzeug/" + werkzeug_version,
     ]
