@@ -118,14 +118,15 @@ def _shared(setting: str, name: str, **options: Any) -> Callable:
 
 limiter = Limiter(key_func=client_address, strategy="moving-window", headers_enabled=True)
 
-# The views the limits below decorate; every other view skips the limiter.
-_throttled_views: set[Callable] = set()
+# Marks the views the limits below decorate (decorators above them copy it, as functools.wraps
+# does); every other view skips the limiter.
+THROTTLED = "signin_throttled"
 
 
 @limiter.request_filter
 def _no_limit_applies() -> bool:
     # The limiter's bookkeeping costs a fifth of a token check even where no limit applies.
-    return current_app.view_functions.get(request.endpoint or "") not in _throttled_views
+    return not getattr(current_app.view_functions.get(request.endpoint or ""), THROTTLED, False)
 
 
 def _throttled(*limits: Callable) -> Callable[[Callable], Callable]:
@@ -141,7 +142,7 @@ def _throttled(*limits: Callable) -> Callable[[Callable], Callable]:
             enabled = current_app.config["RATELIMIT_ENABLED"]
             return (limited if enabled else view)(*args, **kwargs)
 
-        _throttled_views.add(throttled)
+        setattr(throttled, THROTTLED, True)
         return throttled
 
     return decorate

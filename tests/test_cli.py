@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from importlib.metadata import version
 
 import pytest
 
@@ -226,3 +227,113 @@ def test_the_console_script_lists_the_commands():
 
     for command in ("init-db", "users", "services", "serve"):
         assert command in result.stdout
+
+
+def cli_env(app) -> dict[str, str]:
+    """The environment a `signin` process needs to work on the same stores as ``app``."""
+    return {
+        **os.environ,
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "SIGNIN_REDIS_PREFIX": app.config["SIGNIN_REDIS_PREFIX"],
+        "SIGNIN_PASSWORD_METHOD": app.config["SIGNIN_PASSWORD_METHOD"],
+    }
+
+
+def test_sign_ins_with_the_old_password_racing_set_password_in_another_process_keep_no_session(make_app):
+    # Checks of ~0.3 s, so `signin users set-password` (a process of its own) lands inside them.
+    app = make_app({"SIGNIN_PASSWORD_METHOD": "pbkdf2:sha256:1000000", "SIGNIN_HASH_CONCURRENCY": 8})
+    accounts = Accounts(app, app.test_client())
+    accounts.create("alice")
+    tokens: list = []
+    stop = threading.Event()
+
+    def sign_in_again_and_again() -> None:
+        while not stop.is_set():
+            response = app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD})
+            if response.status_code == 200:
+                tokens.append(response.get_json()["token"])
+
+    threads = [threading.Thread(target=sign_in_again_and_again) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.5)
+    command = [sys.executable, "-c", "from signin.cli import main; main()", "users", "set-password", "alice"]
+    result = subprocess.run(
+        [*command, "--password-stdin"],
+        env=cli_env(app),
+        input="a whole new passphrase\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    time.sleep(0.5)  # sign-ins that began before it finish after it
+    stop.set()
+    for thread in threads:
+        thread.join()
+
+    assert result.returncode == 0, result.stderr
+    assert tokens  # some sign-ins did get through before the change...
+    live = [t for t in tokens if app.test_client().get(ME, headers=accounts.bearer(t)).status_code == 200]
+    assert live == []  # ...and none of them outlived it
+    assert app.test_cli_runner().invoke(args=["users", "list"]).output == "alice\tactive\t0 session(s)\n"
+
+
+@pytest.mark.parametrize(
+    ("command", "password", "reasons"),
+    [
+        (["users", "create", "dora"], "dragon", "too_short, common"),
+        (["users", "create", "dora"], "dora the explorer", "like_username"),
+        (["users", "set-password", "alice"], PASSWORD, "unchanged"),
+        (["users", "set-password", "alice"], "password1", "common"),
+    ],
+)
+def test_the_cli_applies_the_password_policy(app, runner, accounts, alice, command, password, reasons):
+    result = runner.invoke(args=[*command, "--password-stdin"], input=password + "\n")
+
+    assert result.exit_code == 1
+    assert result.output == f"Error: the password policy refuses that password: {reasons}\n"
+    with app.app_context():
+        assert User.find("dora") is None
+    assert accounts.signin()["token_type"] == "Bearer"  # alice's password is unchanged
+
+
+def test_users_delete_ends_every_session_then_removes_the_user(app, runner, client, accounts, alice):
+    tokens = [accounts.signin(), accounts.signin()]
+
+    refused = runner.invoke(args=["users", "delete", "alice"], input="n\n")
+    assert refused.exit_code == 1
+    assert client.get(ME, headers=accounts.bearer(tokens[0])).status_code == 200
+
+    result = runner.invoke(args=["users", "delete", "alice"], input="y\n")
+
+    assert result.exit_code == 0
+    assert result.output.endswith("Deleted 'alice'; ended 2 session(s).\n")
+    for token in tokens:
+        assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
+    with app.app_context():
+        assert User.find("alice") is None
+    assert runner.invoke(args=["users", "delete", "alice", "--yes"]).exit_code == 1
+
+
+def test_users_sessions_prints_the_account_apis_fields(runner, client, accounts, alice):
+    first = accounts.signin()
+    client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}, headers={"User-Agent": "curl/8.5.0"})
+
+    result = runner.invoke(args=["users", "sessions", "alice"])
+
+    listed = [json.loads(line) for line in result.output.splitlines()]
+    mine = client.get("/api/v2/account/sessions/", headers=accounts.bearer(first)).get_json()["sessions"]
+    assert listed == [dict(session, current=False) for session in mine]
+    # Both signed in within the same second: either may come first.
+    assert sorted(session["user_agent"] for session in listed) == ["Werkzeug/" + version("werkzeug"), "curl/8.5.0"]
+
+
+def test_a_database_without_tables_is_named_by_every_command(make_app):
+    app = make_app()
+    with app.app_context():
+        db.drop_all()
+
+    for command in (["users", "list"], ["users", "create", "x"], ["services", "list"]):
+        result = app.test_cli_runner().invoke(args=command)
+        assert (result.exit_code, result.output) == (1, "Error: the database is not initialised: run signin init-db\n")
