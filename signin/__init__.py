@@ -29,16 +29,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
     from werkzeug.middleware.proxy_fix import ProxyFix
 
-    from signin import auth, cli, errors, metrics, passwords, throttle
+    from signin import auth, cli, database, errors, metrics, passwords, throttle
     from signin.account import bp as account_bp
     from signin.docs import bp as docs_bp
-    from signin.extensions import db, redis_client
+    from signin.extensions import redis_client
     from signin.headers import AnswerHeaders
     from signin.health import bp as health_bp
     from signin.openapi import bp as openapi_bp
 
     passwords.bound(app.config["SIGNIN_HASH_CONCURRENCY"], app.config["SIGNIN_HASH_WAIT_SECONDS"])
-    db.init_app(app)
+    database.init_app(app)
     redis_client.init_app(app)
     auth.init_app(app, app.extensions["redis"].client)
     errors.init_app(app)

@@ -237,12 +237,12 @@ def remove_service(name: str) -> None:
 @click.option("--threads", default=8, show_default=True, type=int)
 def serve(host: str, port: int, threads: int) -> None:
     """Serve the API with waitress; audit lines go to standard error. SIGTERM stops it gracefully."""
-    import waitress
+    from signin import edge
 
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     serving.prepare(app)
     try:
-        server = waitress.create_server(app, host=host, port=port, threads=threads, **serving.waitress_options(app))
+        server = edge.create_server(app, host=host, port=port, threads=threads, **serving.waitress_options(app))
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
     # waitress treats SystemExit as a stop: it lets requests in flight finish (up to 5 s).

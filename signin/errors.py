@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 
 import redis.exceptions
@@ -30,6 +31,8 @@ REDIS_OUTAGES = (
     redis.exceptions.OutOfMemoryError,  # at maxmemory with noeviction: reads work, writes are refused
     NotReplicated,
 )
+# Redis's error codes for writes it refuses for now, as it begins its error or, in a script's error, after "-".
+REFUSAL = re.compile(r"(?:^|[\s:]-?)(?:OOM|MISCONF|NOREPLICAS|READONLY|BUSY|LOADING|MASTERDOWN) ")
 DATABASE_OUTAGES = (
     sqlalchemy.exc.OperationalError,
     sqlalchemy.exc.InterfaceError,
@@ -244,9 +247,12 @@ def _hashing_busy(_: HashingBusy) -> Response:
 
 
 def _redis_refused(exc: redis.exceptions.ResponseError) -> Response:
-    # MISCONF: a Redis that failed to save refuses writes until an operator acts.
-    # In a pipeline, redis-py puts the command before Redis's own message.
-    if str(exc).rpartition("of pipeline caused error: ")[2].startswith("MISCONF"):
+    # A Redis that refuses writes (OOM at maxmemory, MISCONF after a failed save, no
+    # replicas) says so in its message, bare or from inside a script (Redis 6.2:
+    # "Error running script ...: -OOM ..."). In a pipeline, redis-py puts the command,
+    # whose arguments could hold anything, before Redis's own words.
+    said = str(exc).rpartition("of pipeline caused error: ")[2]
+    if REFUSAL.search(said):
         return _store_outage(exc)
     return _unexpected(exc)
 

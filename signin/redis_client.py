@@ -14,27 +14,27 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.exceptions
 from flask import Flask, current_app
 from redis import Redis
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.cluster import RedisCluster
-from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from signin import embedded
+from signin.breaker import Breaker, FailFastRetry
 from signin.embedded import EmbeddedRedis
 from signin.settings import DEFAULTS
 
 RETRIES = 3
 
 
-def limiter_options(timeout: float) -> dict[str, Any]:
-    """Return the options of Flask-Limiter's client: the same bounds, and no retries.
+def limiter_options(timeout: float, breaker: Breaker) -> dict[str, Any]:
+    """Return the options of Flask-Limiter's client: the same bounds and breaker, and no retries.
 
     The same keys for every URL: Flask-Limiter merges the options of every app it is bound to.
     """
-    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+    retry = FailFastRetry(NoBackoff(), 0, breaker)
+    return {"socket_connect_timeout": timeout, "socket_timeout": timeout, "retry": retry}
 
 
 @dataclass
@@ -42,18 +42,23 @@ class RedisState:
     client: Redis
     # The URL Flask-Limiter's storage understands for the same server.
     limiter_url: str
+    # Rests the server after a timeout, for this client and the limiter's alike.
+    breaker: Breaker
     # The embedded server, when REDIS_URL is unset: a request that finds it dead revives it.
     embedded: EmbeddedRedis | None = None
 
 
-def client_from_url(url: str, timeout: float = DEFAULTS["SIGNIN_STORE_TIMEOUT"]) -> Redis:
+def client_from_url(
+    url: str, timeout: float = DEFAULTS["SIGNIN_STORE_TIMEOUT"], breaker: Breaker | None = None
+) -> Redis:
     """Build a pooled client for a redis://, rediss://, unix://,
     redis+cluster:// or redis+sentinel://host:port[,host:port]/service[/db] URL."""
+    backoff = ExponentialWithJitterBackoff(cap=0.2, base=0.01)
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": timeout,
         "socket_timeout": timeout,
-        "retry": Retry(ExponentialWithJitterBackoff(cap=0.2, base=0.01), RETRIES, (redis.exceptions.ConnectionError,)),
+        "retry": FailFastRetry(backoff, RETRIES, breaker or Breaker(timeout)),
     }
     scheme, _, rest = url.partition("://")
     if scheme == "redis+cluster":
@@ -103,8 +108,9 @@ class RedisClient:
         if not url:
             server = embedded.join(app.instance_path)
             url = server.url
-        client = client_from_url(url, app.config["SIGNIN_STORE_TIMEOUT"])
-        app.extensions["redis"] = RedisState(client, limiter_url(url), server)
+        breaker = Breaker(app.config["SIGNIN_STORE_TIMEOUT"])
+        client = client_from_url(url, app.config["SIGNIN_STORE_TIMEOUT"], breaker)
+        app.extensions["redis"] = RedisState(client, limiter_url(url), breaker, server)
 
     @property
     def client(self) -> Redis:

