@@ -11,14 +11,15 @@ audit line.
 from __future__ import annotations
 
 import hmac
+from datetime import UTC, datetime
 
 from flask import current_app
 
-from signin import audit, policy
+from signin import audit, policy, totp
 from signin.auth import token_store
 from signin.events import Event, Outcome
 from signin.extensions import db
-from signin.models import User, username_key
+from signin.models import RecoveryCode, TotpFactor, User, username_key
 from signin.passwords import hash_password, needs_rehash, verify_dummy, verify_password
 from signin.tokens import IssuedTokens, Session
 
@@ -47,38 +48,74 @@ class UsernameTaken(Exception):
     """Another user already has a name that matches this one."""
 
 
+class MfaRequired(AuthenticationFailed):
+    """The password is right, but the account needs a one-time code."""
+
+    def __init__(self) -> None:
+        super().__init__("mfa_required")
+
+
+class WrongCode(Exception):
+    """A one-time code (or recovery code) given to a self-service endpoint is not valid, or nothing is pending."""
+
+
+class TotpAlreadyEnabled(Exception):
+    """The user has a confirmed TOTP factor already."""
+
+
 def _method() -> str:
     return current_app.config["SIGNIN_PASSWORD_METHOD"]
 
 
-def authenticate(username: str, password: str) -> User:
-    """Return the active user these credentials name, at one hash check's cost.
+def _checked(username: str, password: str) -> tuple[User, tuple[str, bool, bool]]:
+    """Return the active user these credentials name, and what a sign-in depended on, at one hash's cost.
 
     Raises ``AuthenticationFailed`` with reason ``unknown_user``,
-    ``bad_password`` or ``disabled``; each costs the same.
+    ``bad_password`` or ``disabled``; each costs the same. What it returns
+    beside the user (``_credentials``) is read before the hash, so that a
+    change during it shows when the sign-in checks again.
     """
     user = User.find(username)
     if user is None:
         verify_dummy(password, _method())
         raise AuthenticationFailed("unknown_user")
+    seen = (user.password_hash, user.is_active, has_totp(user.id))
     if not verify_password(user.password_hash, password):
         raise AuthenticationFailed("bad_password")
     if not user.is_active:
         raise AuthenticationFailed("disabled")
-    return user
+    return user, seen
 
 
-def sign_in(username: str, password: str, *, client_id: str, scope: str, address: str, user_agent: str) -> IssuedTokens:
-    """Start a session for these credentials, or raise ``AuthenticationFailed``; audited either way."""
+def sign_in(
+    username: str,
+    password: str,
+    *,
+    otp: str | None = None,
+    client_id: str,
+    scope: str,
+    address: str,
+    user_agent: str,
+) -> IssuedTokens:
+    """Start a session for these credentials (and code, if the user has TOTP); audited either way.
+
+    Raises ``MfaRequired`` for a right password without the code the user
+    needs, else ``AuthenticationFailed``: the password is checked whatever
+    the code, so every refusal costs one hash.
+    """
     try:
-        user = authenticate(username, password)
-        verified = (user.password_hash, True)
+        user, verified = _checked(username, password)
+        if verified[2]:
+            _second_factor(user, otp)
         issued = token_store().issue(user.id, user.username, client_id, scope, address=address, user_agent=user_agent)
-        # The hash took a while: a password set or a user disabled meanwhile may have
-        # ended the user's sessions before this one existed.
+        # The hash took a while: a password set, a user disabled or TOTP turned on meanwhile
+        # may have ended the user's sessions before this one existed.
         if _credentials(user.id) != verified:
             token_store().revoke_session(issued.session)
             raise AuthenticationFailed("credentials_changed")
+    except MfaRequired:
+        audit.record(Event.MFA_REQUIRED, Outcome.REFUSED, username=username, client_id=client_id)
+        raise
     except AuthenticationFailed as failure:
         audit.record(Event.SIGNIN, Outcome.FAILURE, reason=failure.reason, username=username, client_id=client_id)
         raise
@@ -90,11 +127,49 @@ def sign_in(username: str, password: str, *, client_id: str, scope: str, address
     return issued
 
 
-def _credentials(user_id: int) -> tuple[str, bool] | None:
-    """Read afresh, in a new transaction (one begun earlier may not see a change), what a sign-in depends on."""
+def _second_factor(user: User, otp: str | None) -> None:
+    """Accept a current, unused TOTP code or an unused recovery code of ``user``, or raise."""
+    if not otp:
+        raise MfaRequired()
+    factor = db.session.get(TotpFactor, user.id)
+    if factor is None or not factor.confirmed:
+        raise AuthenticationFailed("credentials_changed")
+    if _code_accepted(user.id, factor, otp):
+        return
+    if _recovery_code_used(user.id, otp):
+        audit.record(Event.RECOVERY_CODE_USED, Outcome.SUCCESS, username=user.username)
+        return
+    raise AuthenticationFailed("bad_code")
+
+
+def _code_accepted(user_id: int, factor: TotpFactor, code: str) -> bool:
+    step = totp.matching_step(totp.decrypt(factor.secret), code, totp.now())
+    return step is not None and totp.use_step(user_id, step)
+
+
+def _recovery_code_used(user_id: int, code: str) -> bool:
+    # One UPDATE decides: of requests racing with the same code, exactly one changes the row.
+    used = db.session.execute(
+        db.update(RecoveryCode)
+        .filter_by(user_id=user_id, digest=totp.recovery_digest(code), used_at=None)
+        .values(used_at=datetime.now(UTC))
+    )
     db.session.commit()
-    row = db.session.execute(db.select(User.password_hash, User.is_active).filter_by(id=user_id)).one_or_none()
-    return (row.password_hash, row.is_active) if row else None
+    return used.rowcount == 1
+
+
+def _credentials(user_id: int) -> tuple[str, bool, bool] | None:
+    """Read afresh, in a new transaction (one begun earlier may not see a change), what a sign-in depends on:
+
+    the password hash, whether the user is active, whether they have TOTP.
+    """
+    db.session.commit()
+    row = db.session.execute(
+        db.select(User.password_hash, User.is_active, TotpFactor.confirmed)
+        .outerjoin(TotpFactor, TotpFactor.user_id == User.id)
+        .filter(User.id == user_id)
+    ).one_or_none()
+    return (row.password_hash, row.is_active, bool(row.confirmed)) if row else None
 
 
 def _rehash(user_id: int, verified: str, password: str) -> None:
@@ -186,6 +261,7 @@ def delete(user: User) -> int:
     sign-in finishing meanwhile finds the user gone when it checks again.
     """
     ended = token_store().revoke_user(user.id)
+    _forget_totp(user.id)
     db.session.delete(user)
     db.session.commit()
     audit.record(Event.USER_DELETED, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
@@ -218,3 +294,85 @@ def end_other_sessions(owner: Session) -> int:
     ended = token_store().revoke_user(owner.user_id, keep=owner.ref)
     audit.record(Event.SESSIONS_ENDED, Outcome.SUCCESS, **audit.about(owner), sessions_ended=ended)
     return ended
+
+
+def enrol_totp(session: Session, password: str) -> tuple[str, str]:
+    """Give the session's user a new TOTP secret, pending until confirmed; return it and its otpauth:// URI.
+
+    Raises ``WrongPassword`` (checked at a sign-in's cost) or ``TotpAlreadyEnabled``.
+    """
+    user = _reauthenticated(session, password)
+    factor = db.session.get(TotpFactor, user.id)
+    if factor is not None and factor.confirmed:
+        raise TotpAlreadyEnabled()
+    secret = totp.new_secret()
+    if factor is None:
+        db.session.add(TotpFactor(user_id=user.id, secret=totp.encrypt(secret)))
+    else:
+        factor.secret = totp.encrypt(secret)  # asking again replaces the pending secret
+    db.session.commit()
+    return secret, totp.uri(secret, user.username)
+
+
+def confirm_totp(session: Session, code: str) -> list[str]:
+    """Turn the pending TOTP secret on with a code of it; end every other session; return the recovery codes.
+
+    Raises ``WrongCode`` for a wrong code or nothing pending.
+    """
+    factor = db.session.get(TotpFactor, session.user_id)
+    if factor is None or factor.confirmed or not _code_accepted(session.user_id, factor, code):
+        raise WrongCode()
+    codes = totp.new_recovery_codes()
+    db.session.execute(db.delete(RecoveryCode).filter_by(user_id=session.user_id))
+    db.session.add_all(RecoveryCode(user_id=session.user_id, digest=totp.recovery_digest(c)) for c in codes)
+    factor.confirmed = True
+    db.session.commit()
+    ended = token_store().revoke_user(session.user_id, keep=session.ref)
+    audit.record(Event.TOTP_ENABLED, Outcome.SUCCESS, **audit.about(session), sessions_ended=ended)
+    return codes
+
+
+def disable_totp(session: Session, password: str, code: str) -> None:
+    """Turn the session's user's TOTP off, given their password and a current or recovery code.
+
+    Raises ``WrongCode`` if either is wrong, the same whichever.
+    """
+    try:
+        user = _reauthenticated(session, password)
+    except WrongPassword:
+        user = None
+    factor = db.session.get(TotpFactor, session.user_id)
+    accepted = factor is not None and factor.confirmed and user is not None
+    if not accepted or not (
+        _code_accepted(session.user_id, factor, code) or _recovery_code_used(session.user_id, code)
+    ):
+        raise WrongCode()
+    _forget_totp(session.user_id)
+    db.session.commit()
+    audit.record(Event.TOTP_DISABLED, Outcome.SUCCESS, **audit.about(session))
+
+
+def reset_totp(user: User) -> int:
+    """Take a user's TOTP away (they lost the device) and end every session they have; return how many."""
+    _forget_totp(user.id)
+    db.session.commit()
+    ended = token_store().revoke_user(user.id)
+    audit.record(Event.TOTP_RESET, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
+    return ended
+
+
+def has_totp(user_id: int) -> bool:
+    """Tell whether a user has TOTP on."""
+    return bool(db.session.scalar(db.select(TotpFactor.confirmed).filter_by(user_id=user_id)))
+
+
+def _reauthenticated(session: Session, password: str) -> User:
+    user = db.session.get(User, session.user_id)
+    if user is None or not verify_password(user.password_hash, password):
+        raise WrongPassword()
+    return user
+
+
+def _forget_totp(user_id: int) -> None:
+    db.session.execute(db.delete(RecoveryCode).filter_by(user_id=user_id))
+    db.session.execute(db.delete(TotpFactor).filter_by(user_id=user_id))

@@ -14,13 +14,21 @@ import click
 from flask import Flask, current_app
 from flask.cli import AppGroup, FlaskGroup, routes_command, shell_command, with_appcontext
 
-from signin import accounts, audit, services, serving, sessions, settings
+from signin import accounts, audit, services, serving, sessions, settings, totp
 from signin.auth import token_store
 from signin.embedded import EmbeddedUnavailable
 from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
 from signin.events import Event, Outcome
 from signin.extensions import db
-from signin.models import NOT_INITIALISED, USERNAME_KEY_LENGTH, User, database_state, storable, username_key
+from signin.models import (
+    NOT_INITIALISED,
+    USERNAME_KEY_LENGTH,
+    TotpFactor,
+    User,
+    database_state,
+    storable,
+    username_key,
+)
 from signin.settings import SettingError
 
 ADMIN_PASSWORD_BYTES = 18
@@ -94,6 +102,9 @@ def init_db(admin: bool) -> None:
     _print_audit_lines()
     db.create_all()
     click.echo("Database ready.")
+    made = totp.make_key_file()
+    if made is not None:
+        click.echo(f"Made the key that encrypts TOTP secrets: {made} (keep it, and back it up with the database).")
     if not admin:
         return
     if User.find("admin") is not None:
@@ -182,11 +193,21 @@ def delete(name: str, yes: bool) -> None:
 
 @users.command("list")
 def list_users() -> None:
-    """List users, one a line: name, state, live sessions."""
+    """List users, one a line: name, state, TOTP, live sessions."""
     for user in db.session.scalars(db.select(User).order_by(User.id)):
         state = "active" if user.is_active else "disabled"
+        second = "totp" if accounts.has_totp(user.id) else "no-totp"
         count = token_store().session_count(user.id)
-        click.echo(f"{user.username}\t{state}\t{count} session(s)")
+        click.echo(f"{user.username}\t{state}\t{second}\t{count} session(s)")
+
+
+@users.command("totp-reset")
+@name_argument
+def totp_reset(name: str) -> None:
+    """Take away a user's TOTP (a lost device) and end every session they have."""
+    user = _user(name)
+    ended = accounts.reset_totp(user)
+    click.echo(f"TOTP of {user.username!r} removed; ended {ended} session(s).")
 
 
 @users.command("sessions")
@@ -268,7 +289,27 @@ def _exit(signum: int, frame: object) -> None:
     sys.exit(0)
 
 
-COMMANDS = (init_db, users, services_group, serve, show_config)
+@click.group("totp", cls=AppGroup)
+@with_appcontext
+def totp_group() -> None:
+    """Manage the key that encrypts TOTP secrets."""
+    _ready()
+
+
+@totp_group.command("rotate-key")
+def rotate_key() -> None:
+    """Encrypt every TOTP secret again under the first key of SIGNIN_TOTP_KEY (the others still decrypt)."""
+    factors = list(db.session.scalars(db.select(TotpFactor)))
+    try:
+        for factor in factors:
+            factor.secret = totp.rotate(factor.secret)
+    except totp.InvalidToken:
+        raise click.ClickException("a TOTP secret is encrypted under none of the keys in SIGNIN_TOTP_KEY") from None
+    db.session.commit()
+    click.echo(f"Encrypted {len(factors)} TOTP secret(s) under the first key of SIGNIN_TOTP_KEY.")
+
+
+COMMANDS = (init_db, users, services_group, totp_group, serve, show_config)
 
 
 def init_app(app: Flask) -> None:

@@ -122,6 +122,36 @@ class WrongCurrentPassword(APIError):
     description = "The current password is wrong."
 
 
+class WrongCode(APIError):
+    """A self-service endpoint's one-time code (or password and code) is wrong, or nothing is pending."""
+
+    error = "invalid_grant"
+    description = "The one-time code is wrong, or nothing is pending."
+
+
+class WrongPasswordOrCode(APIError):
+    """Turning TOTP off needs the password and a code: one of them is wrong, whichever."""
+
+    error = "invalid_grant"
+    description = "The password or the one-time code is wrong."
+
+
+class MfaRequired(APIError):
+    """The password is right, but the account needs a one-time code."""
+
+    status_code = 401
+    error = "mfa_required"
+    description = "This account needs a one-time code: send it as otp."
+
+
+class TotpAlreadyEnabled(APIError):
+    """TOTP enrolment for a user who has it."""
+
+    status_code = 409
+    error = "totp_already_enabled"
+    description = "This account has TOTP already: turn it off first to enrol again."
+
+
 class WeakPassword(APIError):
     """A new password the policy refuses; ``reasons`` says why."""
 

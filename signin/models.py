@@ -6,7 +6,7 @@ import unicodedata
 from datetime import UTC, datetime
 
 import sqlalchemy.exc
-from sqlalchemy import String, text
+from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from signin.extensions import db
@@ -58,6 +58,28 @@ class User(db.Model):
     def find(cls, username: str) -> User | None:
         """Return the user a typed username names, if any."""
         return db.session.scalar(db.select(cls).filter_by(username_key=username_key(username)))
+
+
+class TotpFactor(db.Model):
+    """A user's TOTP secret, encrypted (``signin.totp``); pending until confirmed with a code."""
+
+    __tablename__ = "totp_factors"
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(512))
+    confirmed: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class RecoveryCode(db.Model):
+    """One of a user's single-use recovery codes, kept only as a digest."""
+
+    __tablename__ = "recovery_codes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class Service(db.Model):

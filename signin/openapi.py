@@ -22,12 +22,17 @@ from signin.account.schemas import (
     IntrospectionSchema,
     MeSchema,
     PasswordChangeSchema,
+    RecoveryCodesSchema,
     RefreshSchema,
     SessionsSchema,
     SigninSchema,
     SignoutSchema,
     TokenRequestSchema,
     TokenResponseSchema,
+    TotpConfirmSchema,
+    TotpDisableSchema,
+    TotpEnrolmentSchema,
+    TotpEnrolSchema,
     scope_pattern,
 )
 from signin.account.self_service import NoSuchSession
@@ -71,7 +76,10 @@ class Operation(NamedTuple):
 ACCOUNT, OUTAGE = "/api/v2/account", "temporarily_unavailable"
 OPERATIONS: dict[tuple[str, str], Operation] = {
     (f"{ACCOUNT}/signin/", "post"): Operation(
-        {200: TokenResponseSchema}, SigninSchema, None, ("invalid_scope", "invalid_grant", "rate_limited", OUTAGE)
+        {200: TokenResponseSchema},
+        SigninSchema,
+        None,
+        ("invalid_scope", "invalid_grant", "mfa_required", "rate_limited", OUTAGE),
     ),
     (f"{ACCOUNT}/refresh/", "post"): Operation(
         {200: TokenResponseSchema}, RefreshSchema, None, ("invalid_grant", "rate_limited", OUTAGE)
@@ -84,6 +92,18 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     (f"{ACCOUNT}/sessions/", "get"): Operation({200: SessionsSchema}, None, BEARER, (OUTAGE,)),
     (f"{ACCOUNT}/sessions/", "delete"): Operation({200: EndedSchema}, None, BEARER, (OUTAGE,)),
     (f"{ACCOUNT}/sessions/<session_id>/", "delete"): Operation({204: None}, None, BEARER, ("no_such_session", OUTAGE)),
+    (f"{ACCOUNT}/totp/", "post"): Operation(
+        {200: TotpEnrolmentSchema},
+        TotpEnrolSchema,
+        BEARER,
+        ("wrong_current_password", "totp_already_enabled", "rate_limited", OUTAGE),
+    ),
+    (f"{ACCOUNT}/totp/confirm/", "post"): Operation(
+        {200: RecoveryCodesSchema}, TotpConfirmSchema, BEARER, ("wrong_code", "rate_limited", OUTAGE)
+    ),
+    (f"{ACCOUNT}/totp/disable/", "post"): Operation(
+        {204: None}, TotpDisableSchema, BEARER, ("wrong_password_or_code", "rate_limited", OUTAGE)
+    ),
     (f"{ACCOUNT}/introspect/", "post"): Operation(
         {200: IntrospectionSchema}, TokenRequestSchema, BASIC, ("rate_limited", OUTAGE)
     ),
@@ -128,7 +148,15 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 }
 
 # The account blueprint keeps these out of every cache.
-PRIVATE = (TokenResponseSchema, MeSchema, IntrospectionSchema, SessionsSchema, EndedSchema)
+PRIVATE = (
+    TokenResponseSchema,
+    MeSchema,
+    IntrospectionSchema,
+    SessionsSchema,
+    EndedSchema,
+    TotpEnrolmentSchema,
+    RecoveryCodesSchema,
+)
 # A route's variable, as werkzeug writes it and OpenAPI does.
 ROUTE_VARIABLE = re.compile(r"<(?:[^<>:]+:)?([^<>]+)>")
 PATH_PARAMETERS = {
@@ -147,10 +175,14 @@ FAILURES = {
     "weak_password": errors.WeakPassword(["too_short", "common"]),
     "wrong_current_password": errors.WrongCurrentPassword(),
     "no_such_session": NoSuchSession(),
+    "wrong_code": errors.WrongCode(),
+    "wrong_password_or_code": errors.WrongPasswordOrCode(),
 } | {
     failure.error: failure
     for failure in (
         errors.InvalidScope(),
+        errors.MfaRequired(),
+        errors.TotpAlreadyEnabled(),
         errors.InvalidGrant(),
         errors.InvalidToken(),
         errors.InvalidClient(),

@@ -29,13 +29,13 @@ from collections.abc import Callable, Mapping
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TypeVar
 
-from flask import Flask
+from flask import Flask, current_app
 
-from signin import audit, passwords
+from signin import audit, passwords, totp
 from signin.embedded import EmbeddedUnavailable
 from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
 from signin.extensions import db
-from signin.models import NOT_INITIALISED, database_state
+from signin.models import NOT_INITIALISED, TotpFactor, database_state
 from signin.settings import SettingError, shown
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,7 @@ def prepare(app: Flask) -> None:
     with app.app_context():
         _check_redis(app)
         _check_database(app)
+        _check_totp_key()
         passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
         # A worker forked from here must not share this process's database connections.
         for engine in db.engines.values():
@@ -138,6 +139,26 @@ def _check_database(app: Flask) -> None:
         return
     if state != "ok":
         log.warning("%s; until then /readyz answers 503 and sign-in cannot work", NOT_INITIALISED)
+
+
+def _check_totp_key() -> None:
+    """Refuse to start if users have TOTP and no key opens their secrets: none could sign in."""
+    try:
+        factor = db.session.scalar(db.select(TotpFactor).filter_by(confirmed=True).limit(1))
+    except DATABASE_OUTAGES:  # away, or not initialised: _check_database has said so
+        db.session.rollback()
+        return
+    if factor is None:
+        return
+    if not totp.has_key():
+        raise StartupError(
+            "users have TOTP but there is no key to decrypt their secrets: set SIGNIN_TOTP_KEY "
+            f"or restore {os.path.join(current_app.instance_path, totp.KEY_FILE)}"
+        )
+    try:
+        totp.decrypt(factor.secret)
+    except totp.InvalidToken:
+        raise StartupError("no key in SIGNIN_TOTP_KEY (or the instance's totp.key) decrypts the TOTP secrets") from None
 
 
 class AuditWriter:

@@ -94,6 +94,17 @@ def _power_of_two(number: int) -> bool:
     return number > 1 and number & (number - 1) == 0
 
 
+def _fernet_keys(keys: list[str]) -> bool:
+    from cryptography.fernet import Fernet
+
+    try:
+        for key in keys:
+            Fernet(key)  # 32 bytes in URL-safe base64, or ValueError
+    except (ValueError, TypeError):
+        return False
+    return True
+
+
 def _database_url(text: str) -> str:
     from sqlalchemy.engine import make_url
 
@@ -108,6 +119,13 @@ def _redis_url(text: str) -> str:
 
 
 INTEGER, POSITIVE = _integer(0), _integer(1)
+FERNET_KEYS = Kind(
+    "Fernet keys (each 32 bytes in URL-safe base64, as Fernet.generate_key() makes), separated by spaces; "
+    "the first encrypts",
+    _words,
+    _fernet_keys,
+    (list, tuple),
+)
 TEXT = Kind("some text", str, bool, (str,))
 WORDS = Kind("one or more words, separated by spaces or commas", _words, bool, (list, tuple))
 BOOLEAN = Kind("one of true/false, 1/0, yes/no, on/off", _boolean, types=(bool,))
@@ -189,6 +207,14 @@ SETTINGS = (
         300,
         POSITIVE,
         "a session's last use is written at most this often (a token check stays one GET)",
+    ),
+    Setting("SIGNIN_TOTP_ISSUER", "signin", TEXT, "the issuer authenticator apps show beside a user's TOTP codes"),
+    Setting(
+        "SIGNIN_TOTP_KEY",
+        [],
+        FERNET_KEYS,
+        "keys that encrypt TOTP secrets, the first for new ones; unset: <instance>/totp.key, made when first needed",
+        secret=True,
     ),
     Setting("SIGNIN_CLIENTS", ["signin"], WORDS, "the client ids a sign-in may name; the first is the default"),
     Setting("SIGNIN_SCOPES", ["read", "write"], WORDS, "the scopes a sign-in may ask for"),

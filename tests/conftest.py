@@ -90,6 +90,8 @@ def settings(redis_url: str, tmp_path) -> dict[str, Any]:
     """The config every test app starts from; tests may change it before ``app``."""
     return {
         "TESTING": True,
+        # The instance folder (the TOTP key file, say) of every test its own, never the checkout's.
+        "SIGNIN_INSTANCE_PATH": str(tmp_path / "instance"),
         "SQLALCHEMY_DATABASE_URI": os.environ.get("DATABASE_URL") or f"sqlite:///{tmp_path}/signin.db",
         "REDIS_URL": redis_url,
         "SIGNIN_REDIS_PREFIX": f"test:{uuid.uuid4().hex}:",

@@ -156,7 +156,7 @@ def test_a_user_disabled_during_a_sign_ins_password_check_keeps_no_session(make_
     signin.join()
 
     assert (disabled.exit_code, answers[0].status_code) == (0, 401)
-    assert app.test_cli_runner().invoke(args=["users", "list"]).output == "alice\tdisabled\t0 session(s)\n"
+    assert app.test_cli_runner().invoke(args=["users", "list"]).output == "alice\tdisabled\tno-totp\t0 session(s)\n"
 
 
 def test_revoke_ends_every_session_of_one_user(runner, client, accounts, alice):
@@ -178,7 +178,10 @@ def test_users_list(runner, accounts, alice):
 
     result = runner.invoke(args=["users", "list"])
 
-    assert result.output.splitlines() == ["alice\tactive\t1 session(s)", "bob\tdisabled\t0 session(s)"]
+    assert result.output.splitlines() == [
+        "alice\tactive\tno-totp\t1 session(s)",
+        "bob\tdisabled\tno-totp\t0 session(s)",
+    ]
 
 
 def test_unknown_user_is_an_error(runner):
@@ -276,7 +279,7 @@ def test_sign_ins_with_the_old_password_racing_set_password_in_another_process_k
     assert tokens  # some sign-ins did get through before the change...
     live = [t for t in tokens if app.test_client().get(ME, headers=accounts.bearer(t)).status_code == 200]
     assert live == []  # ...and none of them outlived it
-    assert app.test_cli_runner().invoke(args=["users", "list"]).output == "alice\tactive\t0 session(s)\n"
+    assert app.test_cli_runner().invoke(args=["users", "list"]).output == "alice\tactive\tno-totp\t0 session(s)\n"
 
 
 @pytest.mark.parametrize(

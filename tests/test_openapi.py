@@ -289,7 +289,7 @@ def test_who_may_call_each_operation(doc, method, path, scheme):
     ("method", "path", "status", "errors", "headers"),
     [
         ("post", SIGNIN, "400", {"invalid_request", "invalid_scope"}, set()),
-        ("post", SIGNIN, "401", {"invalid_grant"}, set()),
+        ("post", SIGNIN, "401", {"invalid_grant", "mfa_required"}, set()),
         ("post", SIGNIN, "429", {"rate_limited"}, {"Retry-After"}),
         ("post", SIGNIN, "503", {"temporarily_unavailable"}, {"Retry-After"}),
         ("post", REFRESH, "401", {"invalid_grant"}, set()),

@@ -75,11 +75,83 @@ class SigninSchema(RequestSchema):
             "Omitted: the configured default scope."
         },
     )
+    otp = fields.String(
+        load_only=True,
+        validate=validate.Length(1, 64),
+        metadata={
+            "description": "For a user with TOTP: a current 6-digit code, or an unused recovery code. "
+            "Without it, a right password answers 401 mfa_required."
+        },
+    )
 
     @validates("client_id")
     def _known_client(self, value: str | None, **_: object) -> None:
         if value is not None and value not in current_app.config["SIGNIN_CLIENTS"]:
             raise ValidationError("Unknown client.")
+
+
+class TotpEnrolSchema(RequestSchema):
+    password = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 1024),
+        metadata={
+            "description": "The user's password: enrolment re-authenticates.",
+            "example": "correct horse battery staple",
+        },
+    )
+
+
+class TotpEnrolmentSchema(Schema):
+    secret = fields.String(
+        required=True,
+        metadata={
+            "description": "The new TOTP secret, in base32; pending until confirmed.",
+            "example": "JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP",
+        },
+    )
+    otpauth_uri = fields.String(
+        required=True,
+        metadata={
+            "description": "The secret as an otpauth:// URI, for an authenticator app (a QR code of it, say).",
+            "example": "otpauth://totp/signin:alice?secret=JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP&issuer=signin",
+        },
+    )
+
+
+class TotpConfirmSchema(RequestSchema):
+    code = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Regexp(r"^[0-9]{6}$", error="A code is 6 digits."),
+        metadata={"description": "A current 6-digit code of the pending secret.", "example": "123456"},
+    )
+
+
+class RecoveryCodesSchema(Schema):
+    recovery_codes = fields.List(
+        fields.String(),
+        required=True,
+        metadata={
+            "description": "10 single-use recovery codes, shown only this once.",
+            "example": ["abcd-efgh-ijkl-mnop"] * 10,
+        },
+    )
+
+
+class TotpDisableSchema(RequestSchema):
+    password = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 1024),
+        metadata={"description": "The user's password.", "example": "correct horse battery staple"},
+    )
+    code = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 64),
+        metadata={"description": "A current 6-digit code, or an unused recovery code.", "example": "123456"},
+    )
 
 
 class RefreshSchema(RequestSchema):

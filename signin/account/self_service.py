@@ -1,18 +1,26 @@
-"""Account self-service: a bearer changes their password, sees their sessions and ends them."""
+"""Account self-service: a bearer changes their password, sees and ends their sessions, turns TOTP on and off."""
 
 from __future__ import annotations
 
 from flask import Response, g
 
 from signin import accounts, sessions
-from signin.account.schemas import PasswordChangeSchema
+from signin.account.schemas import PasswordChangeSchema, TotpConfirmSchema, TotpDisableSchema, TotpEnrolSchema
 from signin.account.views import bp, no_content
 from signin.auth import require_token
-from signin.errors import APIError, WeakPassword, WrongCurrentPassword
+from signin.errors import (
+    APIError,
+    TotpAlreadyEnabled,
+    WeakPassword,
+    WrongCode,
+    WrongCurrentPassword,
+    WrongPasswordOrCode,
+)
 from signin.parsing import load
 from signin.throttle import credentials_refused, throttle_reauthentication
 
 PASSWORD_CHANGE = PasswordChangeSchema()
+TOTP_ENROL, TOTP_CONFIRM, TOTP_DISABLE = TotpEnrolSchema(), TotpConfirmSchema(), TotpDisableSchema()
 
 
 class NoSuchSession(APIError):
@@ -60,3 +68,47 @@ def end_session(session_id: str) -> Response:
 def end_other_sessions() -> dict:
     """End every session of the bearer's user but the bearer's own."""
     return {"ended": accounts.end_other_sessions(g.session)}
+
+
+@bp.post("/totp/")
+@require_token()
+@throttle_reauthentication
+def enrol_totp() -> dict:
+    """Start TOTP for the bearer's user: a new secret, pending until confirmed with a code."""
+    data = load(TOTP_ENROL)
+    try:
+        secret, otpauth_uri = accounts.enrol_totp(g.session, data["password"])
+    except accounts.WrongPassword:
+        credentials_refused()
+        raise WrongCurrentPassword() from None
+    except accounts.TotpAlreadyEnabled:
+        raise TotpAlreadyEnabled() from None
+    return {"secret": secret, "otpauth_uri": otpauth_uri}
+
+
+@bp.post("/totp/confirm/")
+@require_token()
+@throttle_reauthentication
+def confirm_totp() -> dict:
+    """Turn the pending TOTP secret on with a code of it; every other session ends; the recovery codes, once."""
+    data = load(TOTP_CONFIRM)
+    try:
+        codes = accounts.confirm_totp(g.session, data["code"])
+    except accounts.WrongCode:
+        credentials_refused()
+        raise WrongCode() from None
+    return {"recovery_codes": codes}
+
+
+@bp.post("/totp/disable/")
+@require_token()
+@throttle_reauthentication
+def disable_totp() -> Response:
+    """Turn TOTP off for the bearer's user, given the password and a current or recovery code."""
+    data = load(TOTP_DISABLE)
+    try:
+        accounts.disable_totp(g.session, data["password"], data["code"])
+    except accounts.WrongCode:
+        credentials_refused()
+        raise WrongPasswordOrCode() from None
+    return no_content()

@@ -9,7 +9,7 @@ from flask import Blueprint, Response, g, request
 from signin import accounts, audit
 from signin.account.schemas import RefreshSchema, SigninSchema, SignoutSchema, TokenRequestSchema, grant
 from signin.auth import require_service, require_token, token_store
-from signin.errors import InvalidGrant
+from signin.errors import InvalidGrant, MfaRequired
 from signin.events import Event, Outcome
 from signin.parsing import load
 from signin.throttle import (
@@ -61,11 +61,15 @@ def signin() -> dict:
         issued = accounts.sign_in(
             data["username"],
             data["password"],
+            otp=data.get("otp"),
             client_id=client_id,
             scope=scope,
             address=client_address(),
             user_agent=request.headers.get("User-Agent", ""),
         )
+    except accounts.MfaRequired:
+        credentials_refused()
+        raise MfaRequired() from None
     except accounts.AuthenticationFailed:
         credentials_refused()
         raise InvalidGrant() from None
