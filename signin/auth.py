@@ -3,24 +3,36 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, current_app, g, request
 from redis import Redis
 
+from signin import errors, settings
 from signin.errors import InsufficientScope, InvalidClient, InvalidToken
+from signin.redis_client import client_from_url
 from signin.services import verify_service
-from signin.settings import DEFAULTS
 from signin.tokens import Session, TokenStore
 
 EXTENSION = "signin.tokens"
 
 
-def init_app(app: Flask, redis: Redis) -> TokenStore:
-    """Give an app a token store over ``redis``, set up from its SIGNIN_* config (signin's defaults otherwise)."""
-    store = TokenStore.from_config(redis, {**DEFAULTS, **app.config})
+def init_app(app: Flask, redis: Redis | str) -> TokenStore:
+    """Give an app a token store over ``redis`` (a client, or the URL of signin's Redis), and signin's JSON errors.
+
+    For signin itself, and for any Flask app that protects its routes with
+    ``require_token``: its SIGNIN_* config (else signin's settings from the
+    environment, as signin reads them) sets the store up, and a refused token (401, 403) or an unreachable Redis (503)
+    is answered as signin answers them.
+    """
+    config = {**settings.load(os.environ), **app.config}
+    if isinstance(redis, str):
+        redis = client_from_url(redis, config["SIGNIN_STORE_TIMEOUT"])
+    store = TokenStore.from_config(redis, config)
     app.extensions[EXTENSION] = store
+    errors.init_token_errors(app)
     return store
 
 

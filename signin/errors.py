@@ -263,7 +263,8 @@ def _from_http_exception(exc: HTTPException) -> Response:
 def _store_outage(exc: Exception) -> Response:
     # The class name tells operators which store; the message may hold a URL.
     log.warning("store unavailable: %s", type(exc).__name__)
-    embedded = current_app.extensions["redis"].embedded
+    state = current_app.extensions.get("redis")  # another app using require_token has none
+    embedded = state.embedded if state is not None else None
     if embedded is not None and isinstance(exc, redis.exceptions.ConnectionError):
         embedded.revive()  # killed, say: the next request finds it back
     metrics.count_store_error("redis" if isinstance(exc, REDIS_OUTAGES) else "database")
@@ -299,11 +300,18 @@ def _unexpected(exc: Exception) -> Response:
     return error_response(http_error(500, "The server failed to handle the request."))
 
 
+def init_token_errors(app: Flask) -> None:
+    """Register the handlers a token check's errors need: API errors, and Redis out of reach, as JSON."""
+    app.register_error_handler(APIError, error_response)
+    for outage in REDIS_OUTAGES:
+        app.register_error_handler(outage, _store_outage)
+
+
 def init_app(app: Flask) -> None:
     """Register the handlers that make every error a JSON body."""
-    app.register_error_handler(APIError, error_response)
+    init_token_errors(app)
     app.register_error_handler(HTTPException, _from_http_exception)
-    for outage in REDIS_OUTAGES + DATABASE_OUTAGES:
+    for outage in DATABASE_OUTAGES:
         app.register_error_handler(outage, _store_outage)
     app.register_error_handler(HashingBusy, _hashing_busy)
     app.register_error_handler(redis.exceptions.ResponseError, _redis_refused)

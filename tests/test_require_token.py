@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from flask import Flask, g
 
 from signin.auth import init_app, require_token
 from signin.errors import APIError, error_response
+from tests.conftest import UNAVAILABLE, Accounts
+from tests.servers import RedisServer
 
 REPORTS = "/reports"
 
@@ -62,3 +66,57 @@ def test_a_missing_scope_is_403(internal, accounts, alice):
     assert response.status_code == 403
     assert response.get_json()["error"] == "insufficient_scope"
     assert response.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
+
+
+def readme_example() -> str:
+    """Return the Python code of the README's "Protecting another service's routes" section."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Protecting another service's routes", 1)[1].split("\n## ", 1)[0]
+    return section.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_readme_example() -> Flask:
+    """Run the README's example as pasted; return its app."""
+    scope: dict = {"__name__": "reports"}
+    exec(compile(readme_example(), "README.md", "exec"), scope)  # noqa: S102 - our own README's code
+    return scope["app"]
+
+
+@pytest.fixture
+def readme_app(settings, monkeypatch) -> Flask:
+    """The README's example app, on the test's Redis and key prefix, set as an operator would: in the environment."""
+    monkeypatch.setenv("REDIS_URL", settings["REDIS_URL"])
+    monkeypatch.setenv("SIGNIN_REDIS_PREFIX", settings["SIGNIN_REDIS_PREFIX"])
+    return run_readme_example()
+
+
+def test_the_readme_example_runs_as_pasted(readme_app, accounts, alice):
+    token = accounts.signin()
+    client = readme_app.test_client()
+
+    ok = client.get("/reports", headers=accounts.bearer(token))
+    refused = client.get("/reports", headers={"Authorization": "Bearer nonsense"})
+
+    assert (ok.status_code, ok.get_json()) == (200, {"reports_for": "alice"})
+    assert refused.status_code == 401
+    assert refused.get_json()["error"] == "invalid_token"
+    assert refused.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
+
+
+def test_the_readme_example_answers_503_as_json_while_redis_is_down(make_app, monkeypatch):
+    with RedisServer() as server:
+        signin = make_app({"REDIS_URL": server.url})
+        accounts = Accounts(signin, signin.test_client())
+        accounts.create("alice")
+        token = accounts.signin()
+        monkeypatch.setenv("REDIS_URL", server.url)
+        monkeypatch.setenv("SIGNIN_REDIS_PREFIX", signin.config["SIGNIN_REDIS_PREFIX"])
+        other = run_readme_example()
+        assert other.test_client().get("/reports", headers=accounts.bearer(token)).status_code == 200
+        server.stop()
+
+        response = other.test_client().get("/reports", headers=accounts.bearer(token))
+
+    assert response.status_code == 503
+    assert response.get_json() == UNAVAILABLE
+    assert response.headers["Retry-After"] == "1"
