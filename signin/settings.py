@@ -107,8 +107,12 @@ def _fernet_keys(keys: list[str]) -> bool:
 
 def _database_url(text: str) -> str:
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-    make_url(text).get_dialect()  # an unknown dialect or a driver that is not installed raises
+    try:
+        make_url(text).get_dialect()  # an unknown dialect or a driver that is not installed raises
+    except (ArgumentError, NoSuchModuleError):
+        raise ValueError(text) from None
     return text
 
 
