@@ -1,4 +1,4 @@
-"""Does sign-in timing tell which usernames exist? Unknown-user vs wrong-password median time.
+"""Does sign-in timing tell who exists, or who has TOTP? Unknown user, wrong password, TOTP user with a wrong code.
 
 Run alone: ``.venv/bin/python -m bench.enumeration [--attempts 200 | --quick]``.
 """
@@ -18,26 +18,63 @@ from bench import servers
 SIGNIN = "/api/v2/account/signin/"
 LOW, HIGH = 0.9, 1.1
 QUICK_ATTEMPTS = 60
+# The user the TOTP kind signs in as.
+TOTP_USER = "bench-totp"
 # Give up rather than run on if the server has become this slow.
 TIME_LIMIT = 300.0
 
 
-def measure(port: int, username: str, attempts: int) -> dict:
-    """Alternate unknown-user and wrong-password sign-ins; return both medians and their ratio."""
+KINDS = ("unknown_user", "wrong_password", "totp_wrong_code")
+
+
+def totp_user(port: int, username: str, password: str) -> None:
+    """Turn TOTP on for a user (signed in over HTTP, enrolled, confirmed with a code computed here)."""
+    import pyotp
+
+    token = _post(port, SIGNIN, {"username": username, "password": password})["token"]["access_token"]
+    bearer = {"Authorization": f"Bearer {token}"}
+    secret = _post(port, "/api/v2/account/totp/", {"password": password}, bearer)["secret"]
+    _post(port, "/api/v2/account/totp/confirm/", {"code": pyotp.TOTP(secret).now()}, bearer)
+
+
+def _post(port: int, path: str, body: dict, headers: dict[str, str] | None = None) -> dict:
     conn = http.client.HTTPConnection(servers.HOST, port, timeout=30)
-    times: dict[str, list[float]] = {"unknown_user": [], "wrong_password": []}
+    try:
+        conn.request(
+            "POST", path, body=json.dumps(body), headers={"Content-Type": "application/json", **(headers or {})}
+        )
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise RuntimeError(f"POST {path}: {response.status} {answer}")
+    return answer
+
+
+def measure(port: int, username: str, attempts: int, totp_username: str | None = None, password: str = "") -> dict:
+    """Alternate failing sign-ins of each kind; return each median and their ratios to the wrong password's.
+
+    The TOTP kind (with ``totp_username``, a user who has TOTP) sends that user's right password and a wrong code.
+    """
+    conn = http.client.HTTPConnection(servers.HOST, port, timeout=30)
+    kinds = KINDS if totp_username else KINDS[:2]
+    times: dict[str, list[float]] = {kind: [] for kind in kinds}
     statuses: set[int] = set()
     deadline = time.monotonic() + TIME_LIMIT
     try:
         # Untimed warm-up: the server builds its dummy hash on the first unknown user.
-        for i in range(-2, attempts):
+        for i in range(-len(kinds), attempts):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"enumeration check still running after {TIME_LIMIT:g} s")
-            kind = "unknown_user" if i % 2 else "wrong_password"
-            name = f"nobody-{i}" if kind == "unknown_user" else username
-            body = json.dumps({"username": name, "password": f"wrong-{i}"})
+            kind = kinds[i % len(kinds)]
+            body = {
+                "unknown_user": {"username": f"nobody-{i}", "password": f"wrong-{i}"},
+                "wrong_password": {"username": username, "password": f"wrong-{i}"},
+                "totp_wrong_code": {"username": totp_username, "password": password, "otp": f"{i % 1000:06d}x"[:6]},
+            }[kind]
             started = time.perf_counter()
-            conn.request("POST", SIGNIN, body=body, headers={"Content-Type": "application/json"})
+            conn.request("POST", SIGNIN, body=json.dumps(body), headers={"Content-Type": "application/json"})
             response = conn.getresponse()
             response.read()
             if i >= 0:
@@ -47,22 +84,28 @@ def measure(port: int, username: str, attempts: int) -> dict:
         conn.close()
     if statuses != {401}:
         raise RuntimeError(f"expected only 401 from failed sign-ins, got {sorted(statuses)}")
-    unknown, wrong = statistics.median(times["unknown_user"]), statistics.median(times["wrong_password"])
-    return {
-        "attempts": attempts,
-        "unknown_user_median_ms": unknown * 1e3,
-        "wrong_password_median_ms": wrong * 1e3,
-        "ratio": unknown / wrong,
-        "ok": LOW <= unknown / wrong <= HIGH,
-    }
+    medians = {kind: statistics.median(values) for kind, values in times.items()}
+    wrong = medians["wrong_password"]
+    result: dict = {"attempts": attempts, **{f"{kind}_median_ms": median * 1e3 for kind, median in medians.items()}}
+    result["ratio"] = medians["unknown_user"] / wrong
+    result["ok"] = LOW <= result["ratio"] <= HIGH
+    if totp_username:
+        result["totp_ratio"] = medians["totp_wrong_code"] / wrong
+        result["ok"] = result["ok"] and LOW <= result["totp_ratio"] <= HIGH
+    return result
 
 
 def describe(result: dict) -> str:
     """Return the one-line verdict."""
     verdict = "PASS" if result["ok"] else "MISS"
+    totp = (
+        f", TOTP user with a wrong code {result['totp_wrong_code_median_ms']:.1f} ms = {result['totp_ratio']:.3f}"
+        if "totp_ratio" in result
+        else ""
+    )
     return (
         f"unknown user {result['unknown_user_median_ms']:.1f} ms / wrong password "
-        f"{result['wrong_password_median_ms']:.1f} ms = {result['ratio']:.3f} "
+        f"{result['wrong_password_median_ms']:.1f} ms = {result['ratio']:.3f}{totp} "
         f"(target {LOW}..{HIGH}, {result['attempts']} attempts): {verdict}"
     )
 
@@ -79,7 +122,10 @@ def main() -> None:
         servers.redis_server() as redis,
         servers.signin_server(Path(tmp), redis.url, args.threads) as signin,
     ):
-        print(describe(measure(signin.port, signin.username, QUICK_ATTEMPTS if args.quick else args.attempts)))
+        signin.cli("users", "create", TOTP_USER, "--password-stdin", stdin=signin.password + "\n")
+        totp_user(signin.port, TOTP_USER, signin.password)
+        attempts = QUICK_ATTEMPTS if args.quick else args.attempts
+        print(describe(measure(signin.port, signin.username, attempts, TOTP_USER, signin.password)))
 
 
 if __name__ == "__main__":

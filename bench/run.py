@@ -326,21 +326,30 @@ class Bench:
         return figure
 
     def enumeration(self) -> None:
-        """Compare unknown-user and wrong-password sign-in times."""
+        """Compare unknown-user, wrong-password and TOTP-user-with-a-wrong-code sign-in times."""
         print("== username enumeration by timing", flush=True)
-        result = enumeration.measure(self.signin.port, self.signin.username, self.plan.enumeration_attempts)
-        self.data["enumeration"] = result
-        self.add(
-            judged(
-                "unknown-user / wrong-password time",
-                f"{result['unknown_user_median_ms']:.1f} ms median ({result['attempts']} alternating attempts)",
-                f"wrong password {result['wrong_password_median_ms']:.1f} ms",
-                result["ratio"],
-                "python",
-                low=enumeration.LOW,
-                high=enumeration.HIGH,
-            )
+        totp = enumeration.TOTP_USER
+        self.signin.cli("users", "create", totp, "--password-stdin", stdin=self.signin.password + "\n")
+        enumeration.totp_user(self.signin.port, totp, self.signin.password)
+        result = enumeration.measure(
+            self.signin.port, self.signin.username, self.plan.enumeration_attempts, totp, self.signin.password
         )
+        self.data["enumeration"] = result
+        for name, median, ratio in (
+            ("unknown-user / wrong-password time", "unknown_user_median_ms", "ratio"),
+            ("TOTP user, right password, wrong code / wrong-password time", "totp_wrong_code_median_ms", "totp_ratio"),
+        ):
+            self.add(
+                judged(
+                    name,
+                    f"{result[median]:.1f} ms median ({result['attempts']} alternating attempts)",
+                    f"wrong password {result['wrong_password_median_ms']:.1f} ms",
+                    result[ratio],
+                    "python",
+                    low=enumeration.LOW,
+                    high=enumeration.HIGH,
+                )
+            )
 
     def ceilings(self) -> None:
         """Measure bare Flask and Flask + one Redis GET on the same waitress settings and load tool, at each count."""
