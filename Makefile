@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint typecheck bench clean
 
 install: $(INSTALLED)
 
@@ -30,6 +30,10 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+
+## Type-check the package (mypy; its settings are in pyproject.toml).
+typecheck: install
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) instance build *.egg-info

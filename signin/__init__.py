@@ -52,8 +52,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     # Every WSGI middleware, innermost first. Outermost, ProxyFix sets the client's
     # address (trusted proxies only) before anything reads it: throttling, audit
     # lines, metrics.
-    app.wsgi_app = metrics.TimedRequests(app.wsgi_app, metrics.init_app(app))
-    app.wsgi_app = AnswerHeaders(app.wsgi_app)
+    # (Replacing the method is Flask's documented way to add WSGI middleware, which mypy cannot know.)
+    app.wsgi_app = metrics.TimedRequests(app.wsgi_app, metrics.init_app(app))  # type: ignore[method-assign]
+    app.wsgi_app = AnswerHeaders(app.wsgi_app)  # type: ignore[method-assign]
     if app.config["SIGNIN_TRUSTED_PROXIES"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["SIGNIN_TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=app.config["SIGNIN_TRUSTED_PROXIES"])  # type: ignore[method-assign]
     return app

@@ -14,6 +14,7 @@ import hmac
 from datetime import UTC, datetime
 
 from flask import current_app
+from sqlalchemy import CursorResult
 
 from signin import audit, policy, totp
 from signin.auth import token_store
@@ -149,7 +150,7 @@ def _code_accepted(user_id: int, factor: TotpFactor, code: str) -> bool:
 
 def _recovery_code_used(user_id: int, code: str) -> bool:
     # One UPDATE decides: of requests racing with the same code, exactly one changes the row.
-    used = db.session.execute(
+    used: CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE's result has a rowcount
         db.update(RecoveryCode)
         .filter_by(user_id=user_id, digest=totp.recovery_digest(code), used_at=None)
         .values(used_at=datetime.now(UTC))
@@ -338,14 +339,13 @@ def disable_totp(session: Session, password: str, code: str) -> None:
     Raises ``WrongCode`` if either is wrong, the same whichever.
     """
     try:
-        user = _reauthenticated(session, password)
+        _reauthenticated(session, password)
     except WrongPassword:
-        user = None
+        raise WrongCode() from None  # before the code: a mistyped password must not spend a recovery code
     factor = db.session.get(TotpFactor, session.user_id)
-    accepted = factor is not None and factor.confirmed and user is not None
-    if not accepted or not (
-        _code_accepted(session.user_id, factor, code) or _recovery_code_used(session.user_id, code)
-    ):
+    if factor is None or not factor.confirmed:
+        raise WrongCode()
+    if not (_code_accepted(session.user_id, factor, code) or _recovery_code_used(session.user_id, code)):
         raise WrongCode()
     _forget_totp(session.user_id)
     db.session.commit()

@@ -10,6 +10,7 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import has_request_context, request
 
@@ -74,7 +75,7 @@ def record(
     metrics.count_event(event, outcome, reason, details)
 
 
-def about(session: Session | None) -> dict[str, object]:
+def about(session: Session | None) -> dict[str, Any]:
     """Return what an audit line says of a session: whose, which client, which session."""
     if session is None:
         return {"username": None, "client_id": None, "session": None}

@@ -86,7 +86,7 @@ def calling_service() -> str | None:
             and credentials.type == "basic"
             and verify_service(credentials.username or "", credentials.password or "")
         )
-        g.service = credentials.username if genuine else None
+        g.service = credentials.username if genuine and credentials is not None else None
     return g.service
 
 

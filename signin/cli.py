@@ -334,7 +334,7 @@ class SigninGroup(FlaskGroup):
         try:
             return super().invoke(ctx)
         except SettingError as error:
-            raise OneLine(str(error), serving.BAD_SETTING) from None
+            raise BadSetting(str(error)) from None
         except (serving.StartupError, EmbeddedUnavailable) as error:
             raise OneLine(str(error)) from None
         except REDIS_OUTAGES as outage:
@@ -344,11 +344,15 @@ class SigninGroup(FlaskGroup):
 
 
 class OneLine(click.ClickException):
-    """A failure told in one line, with the exit status it deserves."""
+    """A failure told in one line."""
 
-    def __init__(self, message: str, exit_code: int = serving.CANNOT_START) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    exit_code = serving.CANNOT_START
+
+
+class BadSetting(OneLine):
+    """A setting that cannot be used, told in one line; like a usage error."""
+
+    exit_code = serving.BAD_SETTING
 
 
 main = SigninGroup(create_app=_create_app, add_default_commands=False, help="Run and administer the signin service.")

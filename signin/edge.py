@@ -13,13 +13,14 @@ behaviour here; the README says what a proxy in front must do.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 import waitress.server
 from flask import Flask
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.task import ErrorTask
+from waitress.utilities import Error
 
 from signin.errors import HTTP_ERROR_DESCRIPTIONS, http_error
 from signin.headers import NO_STORE
@@ -31,20 +32,20 @@ class Parser(HTTPRequestParser):
     def parse_header(self, header_plus: bytes) -> None:
         super().parse_header(header_plus)
         if self.chunked and "CONTENT_LENGTH" in self.headers:  # the client's, until the body is read
-            self.headers["CONNECTION"] = "close"
+            cast(dict[str, str], self.headers)["CONNECTION"] = "close"
 
 
 class JSONErrorTask(ErrorTask):
     """waitress's own error answer, as the API's JSON error."""
 
     def execute(self) -> None:
-        problem = self.request.error
+        problem = cast(Error, cast(HTTPRequestParser, self.request).error)
         # The app's own sentence where it has one (its 413, say), else waitress's.
         description = HTTP_ERROR_DESCRIPTIONS.get(problem.code) or problem.body.strip() or None
         error = http_error(problem.code, description, name=problem.reason)
         body = json.dumps(error.body(), separators=(",", ":")).encode() + b"\n"
         self.status = f"{problem.code} {problem.reason}"
-        self.response_headers.extend([("Content-Type", "application/json"), *NO_STORE])
+        cast(list[tuple[str, str]], self.response_headers).extend([("Content-Type", "application/json"), *NO_STORE])
         self.set_close_on_finish()
         self.content_length = len(body)
         self.write(body)
@@ -60,7 +61,7 @@ class Channel(HTTPChannel):
 def create_server(app: Flask, **options: Any) -> Any:
     """Return waitress's server for ``app``, bound and listening, on this module's channel."""
     server = waitress.server.create_server(app, **options)
-    listening = server.map.values() if isinstance(server, waitress.server.MultiSocketServer) else [server]
+    listening = (server.map or {}).values() if isinstance(server, waitress.server.MultiSocketServer) else [server]
     for one in listening:
         if isinstance(one, waitress.server.BaseWSGIServer):
             one.channel_class = Channel

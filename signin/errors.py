@@ -241,7 +241,8 @@ def _wrong_method_across_the_slash(exc: HTTPException) -> HTTPException:
         return exc
     path = request.path
     toggled = path[:-1] if path.endswith("/") else f"{path}/"
-    methods = current_app.create_url_adapter(request).allowed_methods(toggled)
+    adapter = current_app.create_url_adapter(request)
+    methods = adapter.allowed_methods(toggled) if adapter is not None else []
     # Were the method among them, the path is not the route's (a slash too many, say).
     return MethodNotAllowed(methods) if methods and request.method not in methods else exc
 

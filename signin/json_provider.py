@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, cast
 
 from flask import Flask, Response
 from flask.json.provider import DefaultJSONProvider
@@ -27,4 +27,4 @@ class CompactJSON(DefaultJSONProvider):
 
     def response(self, *args: Any, **kwargs: Any) -> Response:
         body = self.encoder.encode(self._prepare_response_obj(args, kwargs))
-        return self._app.response_class(f"{body}\n", mimetype=self.mimetype)
+        return cast(Response, self._app.response_class(f"{body}\n", mimetype=self.mimetype))

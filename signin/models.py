@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import unicodedata
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy.exc
 from sqlalchemy import ForeignKey, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from signin.extensions import db
+
+if TYPE_CHECKING:  # what db.Model is, for type checkers: Flask-SQLAlchemy builds it from Base when it runs
+    from signin.extensions import Base as Model
+else:
+    Model = db.Model
 
 # Room for a name's key: folding and NFKC lengthen some characters ("ß" to "ss",
 # one Arabic ligature to 18 characters), so a few 150-character names need more.
@@ -42,7 +48,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class User(db.Model):
+class User(Model):
     """Someone who signs in; matched by ``username_key``, never by raw name."""
 
     __tablename__ = "users"
@@ -60,7 +66,7 @@ class User(db.Model):
         return db.session.scalar(db.select(cls).filter_by(username_key=username_key(username)))
 
 
-class TotpFactor(db.Model):
+class TotpFactor(Model):
     """A user's TOTP secret, encrypted (``signin.totp``); pending until confirmed with a code."""
 
     __tablename__ = "totp_factors"
@@ -71,7 +77,7 @@ class TotpFactor(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
-class RecoveryCode(db.Model):
+class RecoveryCode(Model):
     """One of a user's single-use recovery codes, kept only as a digest."""
 
     __tablename__ = "recovery_codes"
@@ -82,7 +88,7 @@ class RecoveryCode(db.Model):
     used_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class Service(db.Model):
+class Service(Model):
     """An internal service allowed to introspect and revoke tokens."""
 
     __tablename__ = "services"

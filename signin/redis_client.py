@@ -11,7 +11,7 @@ counter, which would count twice, gets no retries at all.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, current_app
@@ -62,7 +62,8 @@ def client_from_url(
     }
     scheme, _, rest = url.partition("://")
     if scheme == "redis+cluster":
-        return RedisCluster.from_url(f"redis://{rest}", **options)
+        # redis-py types the cluster client apart, yet it answers every command the store sends.
+        return cast(Redis, RedisCluster.from_url(f"redis://{rest}", **options))
     if scheme == "redis+sentinel":
         parts = urlsplit(url)
         hosts = [_host_port(node) for node in parts.netloc.rsplit("@", 1)[-1].split(",")]

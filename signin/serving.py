@@ -134,7 +134,7 @@ def _check_database(app: Flask) -> None:
         state = database_state()
     except DATABASE_OUTAGES as outage:
         if db.engine.dialect.name == "sqlite":
-            raise StartupError(f"the SQLite database cannot be opened ({outage.orig})") from None
+            raise StartupError(f"the SQLite database cannot be opened ({getattr(outage, 'orig', outage)})") from None
         log.warning("the database cannot be reached (%s): sign-in answers 503 until it can", type(outage).__name__)
         return
     if state != "ok":

@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import redis.exceptions
 from redis import Redis
@@ -213,6 +213,11 @@ def digest(value: str, size: int = VERIFIER_DIGEST_BYTES) -> str:
 def session_ref(selector: str) -> str:
     """Return the name of a selector's session: the digest its Redis key holds."""
     return digest(selector, SELECTOR_DIGEST_BYTES)
+
+
+def _strings(reply: Any) -> list[str]:
+    """Return a list reply as the strings it is: the client decodes every answer (decode_responses)."""
+    return cast(list[str], reply)
 
 
 def _split(token: str) -> tuple[str, str] | None:
@@ -457,7 +462,7 @@ class TokenStore:
     def revoke_user(self, user_id: int, *, keep: str | None = None) -> int:
         """Kill every session of one user (but the session ``keep``, a ref); return how many were live."""
         user_key = self._user_key(user_id)
-        members = [member for member in self.redis.zrange(user_key, 0, -1) if member_ref(member) != keep]
+        members = [member for member in _strings(self.redis.zrange(user_key, 0, -1)) if member_ref(member) != keep]
         if not members:
             return 0
         with self.redis.pipeline(transaction=False) as pipe:
@@ -470,7 +475,7 @@ class TokenStore:
     def sessions(self, user_id: int) -> list[Session]:
         """Return a user's live sessions, newest first: one read of the index, one pipelined read per session."""
         user_key = self._user_key(user_id)
-        members = self.redis.zrangebyscore(user_key, int(self.clock()) + 1, "+inf")
+        members = _strings(self.redis.zrangebyscore(user_key, int(self.clock()) + 1, "+inf"))
         if not members:
             return []
         with self.redis.pipeline(transaction=False) as pipe:
@@ -500,7 +505,7 @@ class TokenStore:
         parts = _split(token)
         if parts is None:
             return None, ""
-        value = self.redis.get(self._session_key(parts[0]))
+        value = cast(str | None, self.redis.get(self._session_key(parts[0])))
         return (Session.load(parts[0], value) if value else None), parts[1]
 
     def _touch(self, session: Session, now: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 from flask import current_app
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates
@@ -28,7 +29,7 @@ class Text(fields.String):
 
     default_error_messages = {"unstorable": "Not valid text: it holds a lone surrogate or a NUL character."}
 
-    def __init__(self, *, metadata: dict[str, object] | None = None, **kwargs: object) -> None:
+    def __init__(self, *, metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         # Documents the NUL half; no JSON Schema can say "no lone surrogates".
         super().__init__(**kwargs, metadata={**(metadata or {}), "pattern": "^[^\\u0000]*$"})
 
