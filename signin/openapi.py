@@ -39,6 +39,7 @@ from signin.account.self_service import NoSuchSession
 from signin.errors import ErrorSchema
 from signin.health import HealthSchema, NotReadySchema, ReadinessSchema
 from signin.parsing import FORM
+from signin.policy import MAX_LENGTH
 
 EXTENSION = "signin.openapi"
 JSON = "application/json"
@@ -284,6 +285,9 @@ def _configured(described: dict[str, Any], config: Any) -> None:
         example=" ".join(scopes),
         description=f"{signin['scope']['description']} Allowed: {', '.join(f'`{s}`' for s in scopes)}.",
     )
+    # The policy's bounds on length; its other reasons (common, like the username, unchanged) no schema can say.
+    new_password = described["components"]["schemas"]["PasswordChange"]["properties"]["new_password"]
+    new_password.update(minLength=config["SIGNIN_PASSWORD_MIN_LENGTH"], maxLength=MAX_LENGTH)
 
 
 NO_EXAMPLE = object()

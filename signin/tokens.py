@@ -493,6 +493,8 @@ class TokenStore:
 
     def find_session(self, user_id: int, public: str) -> Session | None:
         """Return the live session of a user that ``public`` names (see ``public_id``), or None."""
+        if not public.isascii():  # no id is, and compare_digest refuses to compare such text
+            return None
         found = [session for session in self.sessions(user_id) if hmac.compare_digest(public_id(session.ref), public)]
         return found[0] if found else None
 

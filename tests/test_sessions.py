@@ -240,3 +240,12 @@ def test_the_cap_ends_the_oldest_session_and_says_so(make_app, caplog):
     assert len(listed(app.test_client(), newest)) == 2
     evicted = [r.getMessage() for r in caplog.records if '"event":"session_evicted"' in r.getMessage()]
     assert len(evicted) == 1 and '"username":"alice"' in evicted[0]
+
+
+@pytest.mark.parametrize("candidate", ["%F2%93%BD%9F2%3C", "caf%C3%A9", "%ED%A0%80", "%00"])
+def test_an_id_of_any_text_is_the_same_404(client, accounts, alice, candidate):
+    mine = sign_in(client)
+
+    response = client.delete(f"{SESSIONS}{candidate}/", headers=accounts.bearer(mine))
+
+    assert (response.status_code, response.get_json()) == (404, NO_SUCH_SESSION)
