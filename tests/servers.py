@@ -879,17 +879,14 @@ class Nginx(_ServerProcess):
     """nginx in the foreground on 127.0.0.1:port, serving ``http_config`` (the inside of ``http {}``).
 
     ``{port}`` in the configuration is the port nginx listens on. Everything it writes (pid, logs,
-    temporary files) stays in its own temp dir; it is ready once ``ready_path`` answers through it.
+    temporary files) stays in its own temp dir; it is ready once it answers HTTP on its port.
     """
 
     name = "nginx"
 
-    def __init__(
-        self, http_config: str, *, ready_path: str = "/healthz", port: int | None = None, startup_timeout: float = 10.0
-    ) -> None:
+    def __init__(self, http_config: str, *, port: int | None = None, startup_timeout: float = 10.0) -> None:
         super().__init__(port, startup_timeout)
         self.http_config = http_config.replace("{port}", str(self.port))
-        self.ready_path = ready_path
 
     @staticmethod
     def binary() -> str | None:
@@ -925,10 +922,15 @@ class Nginx(_ServerProcess):
         return [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr"]
 
     def _ready(self) -> bool:
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
         try:
-            return http_call(self.port, "GET", self.ready_path, timeout=2)[0] == 200
+            connection.request("GET", "/")
+            connection.getresponse().read()
         except OSError:
             return False
+        finally:
+            connection.close()
+        return True
 
 
 def embedded_redis_pids(instance: str | os.PathLike[str]) -> list[int]:
