@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import secrets
-import signal
 import sys
 from typing import Any
 
@@ -266,8 +265,6 @@ def serve(host: str, port: int, threads: int) -> None:
         server = edge.create_server(app, host=host, port=port, threads=threads, **serving.waitress_options(app))
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror}") from None
-    # waitress treats SystemExit as a stop: it lets requests in flight finish (up to 5 s).
-    signal.signal(signal.SIGTERM, _exit)
     embedded = app.extensions["redis"].embedded
     if embedded is not None:
         click.echo(f"Embedded Redis for other programs: REDIS_URL={embedded.url}")
@@ -283,10 +280,6 @@ def show_config() -> None:
     click.echo(f"SIGNIN_INSTANCE_PATH={instance}")
     for setting in settings.SETTINGS:
         click.echo(f"{setting.variable}={settings.shown(setting, loaded[setting.key])}")
-
-
-def _exit(signum: int, frame: object) -> None:
-    sys.exit(0)
 
 
 @click.group("totp", cls=AppGroup)

@@ -10,7 +10,10 @@ gets the same start-up:
 - Redis answering (the embedded one joined, or started), or a refusal to start;
 - the dummy password hash made, so the first unknown user costs one check;
 - nothing opened at start-up left for a forked worker to inherit, and the
-  startup heap frozen.
+  startup heap frozen;
+- SIGTERM made an exit, where the server leaves it to its default
+  (``waitress-serve``), so that the queued audit lines are written and the
+  embedded Redis is left (and stopped by the last process to leave).
 
 A start that cannot work raises ``StartupError`` (or ``SettingError``), whose
 message is the one line to print; ``exit_with_one_line`` does the printing.
@@ -24,7 +27,9 @@ import gc
 import logging
 import os
 import queue
+import signal
 import sys
+import threading
 from collections.abc import Callable, Mapping
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TypeVar
@@ -67,6 +72,7 @@ def app_for_server(config: Mapping[str, Any] | None = None) -> Flask:
 
 def prepare(app: Flask) -> None:
     """Do, before the first request, what every server needs: logging, the stores checked, warm-up."""
+    exit_on_sigterm()
     AuditWriter.start()
     with app.app_context():
         _check_redis(app)
@@ -96,6 +102,23 @@ def waitress_options(app: Flask) -> dict[str, Any]:
         # waitress drops X-Forwarded-* itself unless told not to; ProxyFix (SIGNIN_TRUSTED_PROXIES) reads them.
         "clear_untrusted_proxy_headers": not app.config["SIGNIN_TRUSTED_PROXIES"],
     }
+
+
+def exit_on_sigterm() -> None:
+    """Make SIGTERM raise ``SystemExit`` if nothing else handles it, so the process exits rather than dies.
+
+    A process that SIGTERM kills outright runs no ``atexit`` handler: its queued
+    audit lines are lost, and the embedded Redis it started outlives it.
+    waitress treats ``SystemExit`` as a stop, letting requests in flight finish.
+    A server that handles SIGTERM itself (gunicorn's workers, uWSGI) keeps its
+    own handler, and only the main thread may set one.
+    """
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _exit)
+
+
+def _exit(signum: int, frame: object) -> None:
+    sys.exit(0)
 
 
 def freeze_startup_heap() -> None:

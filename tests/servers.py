@@ -845,6 +845,123 @@ class SigninServe(_ServerProcess):
             return False
 
 
+class WsgiServe(SigninServe):
+    """signin under a WSGI server's own command line (waitress-serve, gunicorn), ``{port}`` in it the port.
+
+    Its standard error is ``log_path`` and its standard output ``stdout_path``, apart, so a test can tell
+    which stream a line came on.
+    """
+
+    name = "wsgi"
+
+    def __init__(
+        self, command: Sequence[str], env: dict[str, str], *, port: int | None = None, startup_timeout: float = 30.0
+    ) -> None:
+        super().__init__(env, port=port, startup_timeout=startup_timeout)
+        self.command = [str(part).replace("{port}", str(self.port)) for part in command]
+
+    def kill(self) -> None:
+        """SIGKILL the server and every worker it forked (its process group), as a crash would."""
+        if self.process is not None:
+            _kill_group(self.process)
+
+    @property
+    def stdout_path(self) -> Path:
+        """Return the file receiving the server's standard output."""
+        return self.directory / "stdout.log"
+
+    def _command(self, directory: Path) -> list[str]:
+        # The shell only sends standard output elsewhere and becomes the server: the pid is the server's.
+        return ["/bin/sh", "-c", 'exec "$@" >>"$0"', str(directory / "stdout.log"), *self.command]
+
+
+class Nginx(_ServerProcess):
+    """nginx in the foreground on 127.0.0.1:port, serving ``http_config`` (the inside of ``http {}``).
+
+    ``{port}`` in the configuration is the port nginx listens on. Everything it writes (pid, logs,
+    temporary files) stays in its own temp dir; it is ready once it answers HTTP on its port.
+    """
+
+    name = "nginx"
+
+    def __init__(self, http_config: str, *, port: int | None = None, startup_timeout: float = 10.0) -> None:
+        super().__init__(port, startup_timeout)
+        self.http_config = http_config.replace("{port}", str(self.port))
+
+    @staticmethod
+    def binary() -> str | None:
+        """Return the nginx on PATH or in /usr/sbin, or None."""
+        found = shutil.which("nginx")
+        if found is None and os.access("/usr/sbin/nginx", os.X_OK):
+            found = "/usr/sbin/nginx"
+        return found
+
+    def _prepare(self, directory: Path) -> None:
+        temp = directory / "temp"
+        temp.mkdir()
+        paths = "\n".join(
+            f"    {kind}_temp_path {temp / kind};" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        )
+        (directory / "nginx.conf").write_text(
+            "daemon off;\n"
+            "worker_processes 1;\n"
+            f"pid {directory / 'nginx.pid'};\n"
+            "error_log stderr warn;\n"
+            "events { worker_connections 256; }\n"
+            "http {\n"
+            f"    access_log {directory / 'access.log'};\n"
+            f"{paths}\n"
+            f"{self.http_config}\n"
+            "}\n"
+        )
+
+    def _command(self, directory: Path) -> list[str]:
+        binary = self.binary()
+        if binary is None:
+            raise RuntimeError("nginx is not installed")
+        return [binary, "-p", str(directory), "-c", str(directory / "nginx.conf"), "-e", "stderr"]
+
+    def _ready(self) -> bool:
+        connection = http.client.HTTPConnection(HOST, self.port, timeout=2)
+        try:
+            connection.request("GET", "/")
+            connection.getresponse().read()
+        except OSError:
+            return False
+        finally:
+            connection.close()
+        return True
+
+
+def embedded_redis_pids(instance: str | os.PathLike[str]) -> list[int]:
+    """Return the pids of the running redis-servers whose folder is ``instance`` (the embedded Redis's)."""
+    folder = Path(instance).resolve()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # A zombie has no exe; redis-server runs in its folder (its "dir").
+            if Path(os.readlink(entry / "exe")).name == "redis-server" and Path(os.readlink(entry / "cwd")) == folder:
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return sorted(pids)
+
+
+def kill_embedded_redis(instance: str | os.PathLike[str]) -> None:
+    """SIGKILL every redis-server still running for ``instance``, as a crash would (or a test cleaning up)."""
+    for pid in embedded_redis_pids(instance):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def readme_blocks(language: str) -> list[str]:
+    """Return the README's fenced code blocks in ``language``, for tests that run what it shows."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    return re.findall(rf"^```{re.escape(language)}\n(.*?)^```$", readme, flags=re.MULTILINE | re.DOTALL)
+
+
 def http_call(
     port: int,
     method: str,
@@ -853,9 +970,14 @@ def http_call(
     token: str | None = None,
     timeout: float = 10.0,
     headers: dict[str, str] | None = None,
+    source: str | None = None,
 ) -> tuple[int, Any]:
-    """Send one HTTP request to 127.0.0.1:port; return its status and JSON body (None if it has none)."""
-    connection = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    """Send one HTTP request to 127.0.0.1:port; return its status and JSON body (None if it has none).
+
+    source: the loopback address to send from (127.0.0.2, say), as a client on another host would.
+    """
+    bound = None if source is None else (source, 0)
+    connection = http.client.HTTPConnection(HOST, port, timeout=timeout, source_address=bound)
     sent = {"Content-Type": "application/json", **(headers or {})}
     if token:
         sent["Authorization"] = f"Bearer {token}"
