@@ -173,3 +173,24 @@ def round_trip_seconds(client: redis.Redis, repeats: int = 200) -> float:
         client.ping()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def median_seconds(call: Callable[[], object], samples: int, per_sample: int = 1) -> float:
+    """Return the median time of one ``call``: ``samples`` timings of ``per_sample`` calls each, divided back."""
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        for _ in range(per_sample):
+            call()
+        times.append((time.perf_counter() - started) / per_sample)
+    return statistics.median(times)
+
+
+def user_with_sessions(store: TokenStore, user_id: int, count: int) -> IssuedTokens:
+    """Give a fresh user ``count`` sessions through ``TokenStore.issue``; return the first one's tokens."""
+    store.revoke_user(user_id)
+    issued = issue_many(store, count, lambda _i: (user_id, f"user{user_id}"))
+    listed = len(store.sessions(user_id))
+    if listed != count:
+        raise RuntimeError(f"user {user_id} holds {listed} live sessions, expected {count}")
+    return issued[0]
