@@ -53,7 +53,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import redis
 
@@ -67,6 +66,7 @@ from bench.soak import (
     Pair,
     Reply,
     Tally,
+    is_unavailable,
     prepare,
     report,
     run_clients,
@@ -145,18 +145,6 @@ class InFlight:
     since: float
     not_before: float
     others: list[Pair] = field(default_factory=list)
-
-
-def is_unavailable(status: int, body: Any, retry_after: str | None) -> bool:
-    """Tell whether an answer is the contract's 503: temporarily_unavailable, one sentence, Retry-After."""
-    return (
-        status == 503
-        and isinstance(body, dict)
-        and set(body) == {"error", "error_description"}
-        and body["error"] == "temporarily_unavailable"
-        and isinstance(body["error_description"], str)
-        and retry_after is not None
-    )
 
 
 @dataclass
