@@ -161,7 +161,8 @@ def signin_panel(axes: Any, data: dict) -> None:
         axes,
         list(points),
         [
-            ("sign-in", [p["rps"] for p in points.values()], MEASURED),
+            # Answered 200: a sign-in shed with 503 (bounded password checks) signed nobody in.
+            ("sign-in", [p.get("ok_rps", p["rps"]) for p in points.values()], MEASURED),
             ("hash ceiling", [p["ceiling"] for p in points.values()], CEILING),
         ],
     )
@@ -259,10 +260,85 @@ def durability_panel(axes: Any, data: dict) -> None:
     axes.set_title(title, fontsize=10)
 
 
+def log_scale(axes: Any, label: str) -> None:
+    """Put a panel on a log scale, with headroom for the labels above its tallest bar."""
+    axes.set_yscale("log")
+    low, high = axes.get_ylim()
+    axes.set_ylim(low, high * 4)
+    axes.set_ylabel(label)
+
+
+def listing_panel(axes: Any, data: dict) -> None:
+    """Listing a user's sessions, over HTTP and in the store, by how many the user holds, beside linear growth."""
+    title = "Listing a user's sessions (GET sessions p50; TokenStore.sessions)"
+    listing = data.get("listing")
+    if not listing:
+        return missing(axes, title)
+    sizes = [str(n) for n in listing["sizes"]]
+    http = [listing["http_p50_seconds"][n] * 1e3 for n in sizes]
+    store = [listing["store_seconds"][n] * 1e3 for n in sizes]
+    # Linear growth from the middle size: what the largest is judged against.
+    middle, largest = sizes[len(sizes) // 2], int(sizes[-1])
+    linear = [None] * (len(sizes) - 1) + [listing["http_p50_seconds"][middle] * 1e3 * largest / int(middle)]
+    # Drawn first, so that grouped_bars' legend names it too.
+    axes.axhline(listing["me_p50_seconds"] * 1e3, color=BARE, linestyle=":", linewidth=1, label="GET me p50")
+    grouped_bars(
+        axes,
+        [f"{n} session{'s' if n != '1' else ''}" for n in sizes],
+        [
+            ("GET sessions p50 (HTTP, 1 connection)", http, MEASURED),
+            ("TokenStore.sessions median", store, OTHER),
+            (f"HTTP linear from {middle}", linear, CEILING),
+        ],
+        " ms",
+    )
+    log_scale(axes, "ms (log scale)")
+    axes.set_title(title, fontsize=10)
+
+
+def revoke_panel(axes: Any, data: dict) -> None:
+    """Signout everywhere (TokenStore.revoke_user) by how many sessions the user holds, beside linear growth."""
+    title = "Signout everywhere (TokenStore.revoke_user)"
+    revoke = data.get("revoke_user")
+    if not revoke:
+        return missing(axes, title)
+    seconds = revoke["seconds"]
+    sizes = list(seconds)
+    middle, largest = sizes[len(sizes) // 2], int(sizes[-1])
+    linear = [None] * (len(sizes) - 1) + [seconds[middle] * 1e3 * largest / int(middle)]
+    grouped_bars(
+        axes,
+        [f"{int(n):,} session{'s' if n != '1' else ''}" for n in sizes],
+        [("measured", [seconds[n] * 1e3 for n in sizes], MEASURED), (f"linear from {middle}", linear, CEILING)],
+        " ms",
+    )
+    log_scale(axes, "ms (log scale)")
+    axes.set_title(title, fontsize=10)
+
+
+def policy_panel(axes: Any, data: dict) -> None:
+    """The password policy's check per call beside one password check (log scale)."""
+    title = "Password policy check vs one password hash"
+    policy = data.get("policy")
+    if not policy:
+        return missing(axes, title)
+    labels = [f"policy, {policy['lengths'][label]} chars" for label in policy["seconds_per_call"]]
+    values = [seconds * 1e6 for seconds in policy["seconds_per_call"].values()]
+    grouped_bars(
+        axes,
+        [*labels, f"hash\n{policy['hash_method']}"],
+        [("microseconds per call", [*values, policy["hash_seconds"] * 1e6], MEASURED)],
+        " us",
+    )
+    log_scale(axes, "us per call (log scale)")
+    axes.set_title(title, fontsize=10)
+
+
 # Rows of panels; the first column is the widest, for the panels with the most bars.
 LAYOUT: tuple[tuple[Callable[[Any, dict], None], ...], ...] = (
     (endpoints_panel, signin_panel, memory_panel),
     (latency_panel, gunicorn_panel, durability_panel),
+    (listing_panel, revoke_panel, policy_panel),
 )
 
 
@@ -276,7 +352,7 @@ def chart(path: Path, title: str, machine: dict, measurements: dict) -> bool:
     import matplotlib.pyplot as plt
 
     rows, columns = len(LAYOUT), len(LAYOUT[0])
-    figure, grid = plt.subplots(rows, columns, figsize=(20, 10.5), gridspec_kw={"width_ratios": [5, 3, 2]})
+    figure, grid = plt.subplots(rows, columns, figsize=(20, 5.25 * rows), gridspec_kw={"width_ratios": [5, 3, 2]})
     for panels, row in zip(LAYOUT, grid, strict=True):
         for panel, axes in zip(panels, row, strict=True):
             panel(axes, measurements)

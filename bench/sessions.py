@@ -46,9 +46,9 @@ return count
 """
 
 
-def token_store(client: redis.Redis) -> TokenStore:
-    """Return a TokenStore set up as ``signin serve`` sets up its own, from the settings in effect."""
-    return TokenStore.from_config(client, settings.load(os.environ))
+def token_store(client: redis.Redis, **overrides: object) -> TokenStore:
+    """Return a TokenStore set up as ``signin serve`` sets up its own, from the settings in effect and ``overrides``."""
+    return TokenStore.from_config(client, settings.load(os.environ, overrides))
 
 
 def issue_many(store: TokenStore, count: int, user_of: Callable[[int], tuple[int, str]]) -> list[IssuedTokens]:
@@ -64,10 +64,16 @@ def issue_many(store: TokenStore, count: int, user_of: Callable[[int], tuple[int
 
 
 class RefreshPool:
-    """Refresh requests of live sessions of one user, each to be sent once, topped up before each run."""
+    """Refresh requests of live sessions, each to be sent once, topped up before each run.
 
-    def __init__(self, store: TokenStore, user_id: int, username: str, path: str) -> None:
-        self.store, self.user_id, self.username, self.path = store, user_id, username, path
+    The sessions belong to users numbered from ``first_user``, each holding as
+    many as the store's cap on sessions per user allows: one user holding them
+    all would see all but the newest ended by the cap.
+    """
+
+    def __init__(self, store: TokenStore, first_user: int, path: str) -> None:
+        self.store, self.first_user, self.path = store, first_user, path
+        self.issued = 0
         self.requests: deque[Request] = deque()
 
     def __len__(self) -> int:
@@ -77,7 +83,14 @@ class RefreshPool:
         """Issue sessions until at least ``count`` unsent refresh tokens wait."""
         missing = count - len(self.requests)
         if missing > 0:
-            issued = issue_many(self.store, missing, lambda _: (self.user_id, self.username))
+            first, per_user = self.issued, self.store.max_sessions
+
+            def user_of(i: int) -> tuple[int, str]:
+                user_id = self.first_user + (first + i) // per_user
+                return user_id, f"user{user_id}"
+
+            issued = issue_many(self.store, missing, user_of)
+            self.issued += missing
             self.requests.extend(Request.json(self.path, {"refresh_token": i.refresh_token}) for i in issued)
 
     def next(self) -> Request | None:
@@ -173,3 +186,24 @@ def round_trip_seconds(client: redis.Redis, repeats: int = 200) -> float:
         client.ping()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
+
+
+def median_seconds(call: Callable[[], object], samples: int, per_sample: int = 1) -> float:
+    """Return the median time of one ``call``: ``samples`` timings of ``per_sample`` calls each, divided back."""
+    times = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        for _ in range(per_sample):
+            call()
+        times.append((time.perf_counter() - started) / per_sample)
+    return statistics.median(times)
+
+
+def user_with_sessions(store: TokenStore, user_id: int, count: int) -> IssuedTokens:
+    """Give a fresh user ``count`` sessions through ``TokenStore.issue``; return the first one's tokens."""
+    store.revoke_user(user_id)
+    issued = issue_many(store, count, lambda _i: (user_id, f"user{user_id}"))
+    listed = len(store.sessions(user_id))
+    if listed != count:
+        raise RuntimeError(f"user {user_id} holds {listed} live sessions, expected {count}")
+    return issued[0]

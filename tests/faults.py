@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from types import TracebackType
 from typing import Self
 
+import redis
+
 from tests.servers import HOST, RedisServer
 
 
@@ -89,3 +91,37 @@ def stalled(server: RedisServer, seconds: float) -> Iterator[None]:
     finally:
         waker.start()
         waker.join()
+
+
+def stop_for(pid: int, seconds: float) -> None:
+    """Stop a process (SIGSTOP) for ``seconds``, then let it go on (SIGCONT), however the wait ends."""
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        time.sleep(seconds)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def memory_in_use(client: redis.Redis) -> int:
+    """Return the bytes a Redis counts against its maxmemory: used_memory less its output buffers (AOF, replicas)."""
+    memory = client.info("memory")
+    return int(memory["used_memory"]) - int(memory.get("mem_not_counted_for_evict", 0))
+
+
+@contextlib.contextmanager
+def filled(client: redis.Redis, headroom: int = 0) -> Iterator[int]:
+    """Cap a Redis's memory at what it uses now plus ``headroom`` bytes, refusing writes beyond (noeviction).
+
+    Yields the cap. Reads go on; writes that need memory are refused (OOM)
+    once the cap is reached. The server's maxmemory and policy are put back
+    however the block ends.
+    """
+    before = client.config_get("maxmemory") | client.config_get("maxmemory-policy")
+    cap = memory_in_use(client) + headroom
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", cap)
+    try:
+        yield cap
+    finally:
+        client.config_set("maxmemory", before["maxmemory"])
+        client.config_set("maxmemory-policy", before["maxmemory-policy"])
