@@ -102,12 +102,6 @@ PAUSE_AFTER_UNANSWERED = 0.05
 RETRY_AFTER = 1.0
 # An answer sent this close to a fault's window counts as the fault's (a request in flight as it began).
 WINDOW_MARGIN = 1.0
-# A retried refresh answered 401 is sent again every AGAIN_INTERVAL for UNDO_WAIT (well within the reuse
-# grace), to tell a lost session from one whose retry merely came before the store's undo of the lost rotation.
-AGAIN_INTERVAL = 0.5
-UNDO_WAIT = 4.0
-# A retried refresh answered 401 that works a moment later: see FaultClient._lost_refresh.
-KNOWN_BUG = "retry refused before the undo"
 # Weights of the next action a client takes while it holds a session.
 ACTIONS = {
     "signin": 12,
@@ -549,31 +543,9 @@ class FaultClient(Client):
             self.tally.fail("unexpected status", f"{action}: {status} for a signout in flight")
 
     def _lost_refresh(self, item: InFlight) -> None:
-        """File a retried refresh answered 401: lost, or, if it works a moment later, the known bug below.
-
-        KNOWN BUG (signin/tokens.py, reported; remove this allowance once it is fixed): a retry that
-        arrives before the background undo of its lost rotation (UNDO_INTERVAL) is refused 401
-        "reused", though the same token works once the undo lands. A client takes a 401 as "sign in
-        again", so that is a lost session; without --strict the soak counts it apart and passes.
-        """
-        refused_at, status = time.monotonic(), 401
-        while time.monotonic() - refused_at < UNDO_WAIT:
-            time.sleep(AGAIN_INTERVAL)
-            if not self.calm.is_set():
-                continue
-            status, body = self.call("retry refresh (again)", "POST", REFRESH, {"refresh_token": item.pair.refresh})
-            if status == 200:
-                self._rotated(item.pair, body)
-                break
-            if status not in (0, 401, 503):
-                break
-        waited = refused_at - item.since
-        what = f"retry refresh: 401 for a refresh token in flight for {waited:.1f} s"
-        if status == 200:
-            later = time.monotonic() - refused_at
-            self.tally.fail(KNOWN_BUG, f"{what}; sent again {later:.1f} s later it got 200 (the store's undo landed)")
-        else:
-            self.tally.fail("lost", f"{what}; sent again for {UNDO_WAIT:g} s more, still {status}")
+        """File a retried refresh answered 401: the session is lost (a client takes it as "sign in again")."""
+        waited = time.monotonic() - item.since
+        self.tally.fail("lost", f"retry refresh: 401 for a refresh token in flight for {waited:.1f} s")
 
     def step(self) -> None:
         """Send a token in flight again if it is due, else take one action, chosen at random by weight."""
@@ -735,11 +707,9 @@ def main(argv: list[str] | None = None) -> int:
         for mode in args.modes:
             run_mode(mode, args, Path(workdir) / mode, tally)
     print("failures: " + ", ".join(f"{kind} {tally.failures[kind]}" for kind in FAILURES))
-    known = tally.failures[KNOWN_BUG]
-    print(f"known bug, {'failing (--strict)' if args.strict else 'allowed without --strict'}: {KNOWN_BUG} {known}")
     for example in tally.examples:
         print(f"  {example}")
-    if any(tally.failures[kind] for kind in FAILURES) or (args.strict and known):
+    if any(tally.failures[kind] for kind in FAILURES):
         print("FAILED")
         return 1
     print("OK: no 500, no 5xx but the contract's 503, no lost, undead or unsettled token, every fault answered again")
@@ -763,11 +733,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--password-method", default="pbkdf2:sha256:1000", help="SIGNIN_PASSWORD_METHOD (default: pbkdf2:sha256:1000)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the clients' random choices (default: 0)")
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help=f"fail on the known bug too ({KNOWN_BUG}: see FaultClient._lost_refresh)",
-    )
     args = parser.parse_args(argv)
     args.modes = MODES if args.mode == "both" else (args.mode,)
     args.seconds = args.duration // len(args.modes)

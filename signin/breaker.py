@@ -15,10 +15,11 @@ SQLAlchemy's, through its events.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis.exceptions
@@ -34,6 +35,27 @@ class Resting(Exception):
     """The store is resting after a timeout: the call was not made."""
 
 
+class RedisResting(redis.exceptions.TimeoutError):
+    """Redis is resting after a timeout: the command was not sent (a 503 like any timeout, but nothing to undo)."""
+
+
+_unguarded = threading.local()
+
+
+@contextlib.contextmanager
+def unguarded() -> Iterator[None]:
+    """Let this thread's calls through a resting breaker: for a write that must reach the store the moment it answers.
+
+    The undo of a lost rotation is one: sent at once, it waits in the store's
+    socket and runs when the store wakes, before any client's retry.
+    """
+    _unguarded.on = True
+    try:
+        yield
+    finally:
+        _unguarded.on = False
+
+
 class Breaker:
     """After a timeout, refuse calls for ``rest`` seconds, then let one at a time try until one succeeds."""
 
@@ -47,7 +69,7 @@ class Breaker:
 
     def enter(self) -> bool:
         """Return whether a call may go ahead (and is the one trying); raise ``Resting`` if not."""
-        if not self._troubled:
+        if not self._troubled or getattr(_unguarded, "on", False):
             return False
         with self._lock:
             if not self._troubled:
@@ -91,7 +113,7 @@ class FailFastRetry(Retry):
         try:
             trying = self.breaker.enter()
         except Resting:
-            raise redis.exceptions.TimeoutError("Redis timed out lately: resting it") from None
+            raise RedisResting("Redis timed out lately: resting it") from None
         try:
             result = super().call_with_retry(do, fail, *args, **kwargs)
         except redis.exceptions.TimeoutError:

@@ -55,6 +55,7 @@ import redis.exceptions
 from redis import Redis
 from redis.cluster import RedisCluster
 
+from signin.breaker import RedisResting, unguarded
 from signin.records import LUA_RECORD, USER_AGENT_LENGTH, Session, index_member, member_ref, public_id
 
 log = logging.getLogger(__name__)
@@ -150,23 +151,23 @@ return {1, value, rotated}
 """
 )
 
-# Undo the rotation of refresh digest ARGV[1] to ARGV[2] (access), ARGV[3]
-# (refresh), whose answer never reached the client: if it was made, the
-# presented refresh token is current again (its access token stays dead);
-# if not, it never will be. Safe in either order with the rotation, and twice.
+# Undo the rotation of refresh digest ARGV[1] to the new refresh digest ARGV[2],
+# whose answer never reached the client: if it was made, the presented refresh
+# token is current again (its access token stays dead); if not, it never will
+# be. Safe in either order with the rotation, and twice.
 UNDO_ROTATION = (
     LUA_RECORD
     + """
 local value = redis.call('GET', KEYS[1])
 if not value then return 0 end
 local s = load_record(value)
-if s[F.refresh_digest] == ARGV[3] and s[F.previous_refresh_digest] == ARGV[1] then
+if s[F.refresh_digest] == ARGV[2] and s[F.previous_refresh_digest] == ARGV[1] then
   s[F.refresh_digest], s[F.access_digest] = ARGV[1], ''
   s[F.previous_refresh_digest], s[F.rotated_at_ms] = '', 0
 elseif s[F.refresh_digest] ~= ARGV[1] then
   return 0
 end
-s[F.cancelled_digest] = ARGV[3]
+s[F.cancelled_digest] = ARGV[2]
 redis.call('SET', KEYS[1], dump_record(s), 'KEEPTTL')
 return 1
 """
@@ -283,6 +284,9 @@ class TokenStore:
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
+        # Rotations whose answer was lost, not yet known undone: (key, presented digest, new refresh digest).
+        self._pending_undos: set[tuple[str, str, str]] = set()
+        self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, redis: Redis, config: Mapping[str, Any]) -> TokenStore:
@@ -386,12 +390,16 @@ class TokenStore:
         arguments = (presented, *digests, now, now_ms, self.access_ttl, self._lifetime(), self.refresh_ttl)
         try:
             reply, replicated = self._write("EVAL", ROTATE, 1, key, *arguments, self.max_age)
+        except RedisResting:
+            raise  # never sent: nothing to undo
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            self._undo_later(key, presented, *digests)
+            self._undo_later(key, presented, digests[1])
             raise
         if reply is None:
             raise RefreshRejected("unknown")
         outcome, value, *written = reply
+        if not outcome and self._undone_now(key, presented):
+            return self.rotate(refresh_token)  # the client's retry came before its lost rotation's undo
         if not outcome:
             self._refuse(Session.load(ref, value), presented, now_ms)
         old, new = (Session.load(ref, value), Session.load(ref, (written or [value])[0]))
@@ -406,7 +414,7 @@ class TokenStore:
             if outcome == 1:
                 self.redis.eval(COMPARE_AND_SET, 1, key, written[0], value, self._ttl(old))
             else:
-                self.redis.eval(UNDO_ROTATION, 1, key, presented, *digests)
+                self.redis.eval(UNDO_ROTATION, 1, key, presented, digests[1])
             raise NotReplicated()
         selector = refresh_token.split(".")[0]
         return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", new.expires_at - now, new)
@@ -424,21 +432,43 @@ class TokenStore:
         self.revoke_session(session)
         raise RefreshRejected("reuse_detected", session)
 
-    def _undo_later(self, key: str, presented: str, access: str, refresh: str) -> None:
-        """Undo, in the background, a rotation whose answer was lost (see ``UNDO_ROTATION``)."""
+    def _undo_later(self, key: str, presented: str, refresh: str) -> None:
+        """Undo, in the background, a rotation whose answer was lost (see ``UNDO_ROTATION``).
+
+        Sent at once, past the breaker: unanswered, it still waits in Redis's
+        socket and runs when Redis wakes. Until it is known done, a retry of the
+        same token in this process does it first (``_undone_now``).
+        """
+        pending = (key, presented, refresh)
+        with self._lock:
+            self._pending_undos.add(pending)
 
         def undo() -> None:
             deadline = time.monotonic() + UNDO_PATIENCE
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and pending in self._pending_undos:
                 try:
-                    self.redis.eval(UNDO_ROTATION, 1, key, presented, access, refresh)
-                    return
+                    with unguarded():
+                        self.redis.eval(UNDO_ROTATION, 1, key, presented, refresh)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     # Sent but unanswered still lands once Redis wakes; sending again is harmless.
                     time.sleep(UNDO_INTERVAL)
-            log.warning("a lost rotation could not be undone: its refresh token stays spent")
+                    continue
+                with self._lock:
+                    self._pending_undos.discard(pending)
+                return
+            if pending in self._pending_undos:
+                log.warning("a lost rotation could not be undone: its refresh token stays spent")
 
         threading.Thread(target=undo, name="signin-undo-rotation", daemon=True).start()
+
+    def _undone_now(self, key: str, presented: str) -> bool:
+        """Undo the lost rotations of ``presented`` pending in this process, now; tell whether there were any."""
+        with self._lock:
+            undos = {pending for pending in self._pending_undos if pending[:2] == (key, presented)}
+            self._pending_undos -= undos
+        for _, _, refresh in undos:
+            self.redis.eval(UNDO_ROTATION, 1, key, presented, refresh)
+        return bool(undos)
 
     def revoke_session(self, session: Session) -> None:
         """Kill a session: its access and refresh token stop working at once."""
@@ -511,9 +541,13 @@ class TokenStore:
         return (Session.load(parts[0], value) if value else None), parts[1]
 
     def _touch(self, session: Session, now: float) -> None:
+        # A note of use, not part of the check: a Redis that refuses it (full, say) fails no request.
         if now - session.last_used_at >= self.touch_seconds:
             key = self._session_key(session.ref)
-            self.redis.eval(TOUCH, 1, key, session.access_digest, int(now), self.touch_seconds)
+            try:
+                self.redis.eval(TOUCH, 1, key, session.access_digest, int(now), self.touch_seconds)
+            except redis.exceptions.RedisError as refused:
+                log.info("last use of a session not noted: %s", type(refused).__name__)
 
     def _end_evicted(self, user_id: int, members: list[str]) -> list[str]:
         """End the sessions an index write marked as evicted; return the public ids of those that were live."""

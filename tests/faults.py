@@ -33,7 +33,12 @@ class DroppingProxy:
         self._drop = threading.Event()
         self.dropped = 0
         self._closing = False
+        self._refusing = False
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def refuse_connections(self, refusing: bool = True) -> None:
+        """Close every new connection at once (as a server that is down would), or stop doing so."""
+        self._refusing = refusing
 
     def drop_next_reply(self) -> None:
         """Close the connection that next receives a reply, instead of passing it on."""
@@ -55,6 +60,9 @@ class DroppingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self._refusing:
+                client.close()
+                continue
             server = socket.create_connection((HOST, self.target_port))
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()

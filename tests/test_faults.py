@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 
 import pytest
+import redis.exceptions
 
 from signin import create_app
+from signin.auth import token_store
 from signin.extensions import db
 from signin.redis_client import client_from_url
 from signin.tokens import RefreshRejected, TokenStore
@@ -172,10 +174,57 @@ def test_a_refresh_during_a_redis_stall_fails_fast_and_its_retry_succeeds(make_a
         assert_unavailable(app.test_client().post(REFRESH, json=refresh))
         assert time.monotonic() - started < 1.0
 
-    # Redis has run the lost rotation by now; its undo lands just after.
+    # Redis ran the lost rotation as it woke, and its undo with it; Redis rests a moment (503), then the retry works.
     deadline = time.monotonic() + 5
     while (response := app.test_client().post(REFRESH, json=refresh)).status_code != 200:
-        assert response.status_code == 401 and time.monotonic() < deadline
+        assert response.status_code == 503 and time.monotonic() < deadline
         time.sleep(0.1)
     fresh = response.get_json()["token"]
     assert app.test_client().get(ME, headers=accounts.bearer(fresh)).status_code == 200
+
+
+def test_a_refresh_retried_the_moment_a_stalled_redis_answers_again_succeeds(redis_server):
+    store = TokenStore(client_from_url(redis_server.url, 0.3), prefix="stall:")
+    issued = store.issue(1, "alice", "signin", "read")
+
+    with stalled(redis_server, 1.0), pytest.raises(redis.exceptions.TimeoutError):
+        store.rotate(issued.refresh_token)
+    # The undo was sent during the stall and ran as Redis woke, before this retry.
+    rotated = store.rotate(issued.refresh_token)
+
+    assert store.resolve(rotated.access_token) == rotated.session
+    store.redis.close()
+
+
+def test_a_refresh_whose_connection_died_after_the_write_succeeds_when_retried(redis_server):
+    # Redis ran the rotation, then the connection dropped and Redis stayed out of reach (a crash, say).
+    with DroppingProxy(redis_server.port) as proxy:
+        store = TokenStore(client_from_url(proxy.url, 1.0), prefix="drop:")
+        issued = store.issue(1, "alice", "signin", "read")
+        proxy.drop_next_reply()
+        proxy.refuse_connections()
+        with pytest.raises(redis.exceptions.ConnectionError):
+            store.rotate(issued.refresh_token)
+        proxy.refuse_connections(False)
+
+        rotated = store.rotate(issued.refresh_token)  # at once: before the background undo's next try
+
+        assert store.resolve(rotated.access_token) == rotated.session
+        store.redis.close()
+
+
+def test_a_full_redis_answers_token_checks_and_signouts_even_when_their_use_is_due(make_app, redis_server):
+    app = make_app({"REDIS_URL": redis_server.url, "SIGNIN_SESSION_TOUCH_SECONDS": 1})
+    accounts = Accounts(app, app.test_client())
+    accounts.create("alice")
+    token = accounts.signin()
+    with redis_server.client() as admin:
+        admin.config_set("maxmemory-policy", "noeviction")
+        admin.config_set("maxmemory", 1)
+        with app.app_context():
+            store = token_store()
+            store.clock = lambda: time.time() + 60  # the session's last use is due to be written
+
+        assert app.test_client().get(ME, headers=accounts.bearer(token)).status_code == 200
+        assert app.test_client().post("/api/v2/account/signout/", headers=accounts.bearer(token)).status_code == 204
+        admin.config_set("maxmemory", 0)
