@@ -136,12 +136,20 @@ def run_wrk(
 
 
 def run_python(
-    port: int, next_request: Callable[[], Request | None], connections: int, seconds: float, limit: int | None = None
+    port: int,
+    next_request: Callable[[], Request | None],
+    connections: int,
+    seconds: float,
+    limit: int | None = None,
+    *,
+    polite: bool = False,
 ) -> LoadResult:
     """Send requests from ``connections`` threads until ``seconds`` pass, ``limit`` is sent or the source runs dry.
 
     ``next_request`` is called once per request (return None when exhausted), so
     one-shot credentials such as refresh tokens are each sent exactly once.
+    ``polite``: after a 503, a thread waits as its Retry-After says, as the
+    contract asks of clients.
     """
     limit = min(limit or MAX_RATE * seconds, int(MAX_RATE * seconds))
     sent = itertools.count()  # next() on it is atomic under the GIL
@@ -165,12 +173,15 @@ def run_python(
                 response = conn.getresponse()
                 response.read()
                 status = response.status
+                retry_after = response.getheader("Retry-After")
             except (OSError, http.client.HTTPException):
                 conn.close()  # http.client reconnects on the next request
-                status = 0
+                status, retry_after = 0, None
             mine.append(time.perf_counter() - began)
             refused += status == 503
             failed += status not in (200, 503)
+            if polite and status == 503 and retry_after:
+                time.sleep(max(0.0, min(float(retry_after), deadline - time.perf_counter())))
         conn.close()
         with lock:
             latencies.extend(mine)

@@ -21,7 +21,7 @@ from signin.auth import token_store
 from signin.events import Event, Outcome
 from signin.extensions import db
 from signin.models import RecoveryCode, TotpFactor, User, username_key
-from signin.passwords import hash_password, needs_rehash, verify_dummy, verify_password
+from signin.passwords import checking, hash_password, needs_rehash, verify_dummy, verify_password
 from signin.tokens import IssuedTokens, Session
 
 
@@ -105,7 +105,8 @@ def sign_in(
     the code, so every refusal costs one hash.
     """
     try:
-        user, verified = _checked(username, password)
+        with checking():
+            user, verified = _checked(username, password)
         if verified[2]:
             _second_factor(user, otp)
         issued = token_store().issue(user.id, user.username, client_id, scope, address=address, user_agent=user_agent)

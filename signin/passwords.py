@@ -46,23 +46,39 @@ class _Slots:
         self.concurrency, self.wait = concurrency, wait
         self._hashing = threading.BoundedSemaphore(concurrency)
         self._admitted = threading.BoundedSemaphore(2 * concurrency)
+        self._held = threading.local()
 
     @contextlib.contextmanager
     def taken(self) -> Iterator[None]:
+        """Hold a slot for the block; a thread that holds one already goes on with it."""
+        if getattr(self._held, "slot", False):
+            yield
+            return
         if not self._admitted.acquire(blocking=False):
             raise HashingBusy()
         try:
             if not self._hashing.acquire(timeout=self.wait):
                 raise HashingBusy()
+            self._held.slot = True
             try:
                 yield
             finally:
+                self._held.slot = False
                 self._hashing.release()
         finally:
             self._admitted.release()
 
 
 _slots = _Slots()
+
+
+def checking() -> contextlib.AbstractContextManager[None]:
+    """Hold a password check's slot for a whole sign-in, taken before anything else it does.
+
+    A sign-in refused for want of one then costs no database query: under a
+    flood, the refusals stay cheap. Checks inside the block use this slot.
+    """
+    return _slots.taken()
 
 
 def bound(concurrency: int, wait: float) -> None:

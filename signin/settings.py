@@ -237,9 +237,10 @@ SETTINGS = (
     ),
     Setting(
         "SIGNIN_HASH_CONCURRENCY",
-        CORES,
+        max(1, CORES - 1),
         POSITIVE,
-        "password checks run at once in a process (default: one per core); as many more may wait",
+        "password checks run at once in a process (default: one per core but one, so token checks keep a core); "
+        "as many more may wait",
     ),
     Setting(
         "SIGNIN_HASH_WAIT_SECONDS",
