@@ -9,7 +9,7 @@ the store, while the others still fail at once, until one succeeds. So at
 most one thread per store waits on a hung store.
 
 ``FailFastRetry`` puts a breaker in redis-py's path (every command and
-pipeline goes through its client's ``Retry``); ``guard_engine`` puts one in
+pipeline goes through its client's ``Retry``); ``signin.database`` puts one in
 SQLAlchemy's, through its events.
 """
 
@@ -23,10 +23,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import redis.exceptions
-import sqlalchemy.exc
 from redis.backoff import AbstractBackoff
 from redis.retry import Retry
-from sqlalchemy import Engine, event
 
 T = TypeVar("T")
 
@@ -124,27 +122,3 @@ class FailFastRetry(Retry):
             raise
         self.breaker.succeeded(trying)
         return result
-
-
-def guard_engine(engine: Engine, breaker: Breaker, timed_out: Callable[[BaseException], bool]) -> None:
-    """Put ``breaker`` in the path of every statement ``engine`` runs; ``timed_out`` tells timeouts from errors."""
-
-    @event.listens_for(engine, "before_cursor_execute")
-    def before(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        try:
-            conn.info["breaker_trying"] = breaker.enter()
-        except Resting:
-            raise sqlalchemy.exc.OperationalError(statement, None, Resting("the database timed out lately")) from None
-
-    @event.listens_for(engine, "after_cursor_execute")
-    def after(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
-        breaker.succeeded(conn.info.pop("breaker_trying", False))
-
-    @event.listens_for(engine, "handle_error")
-    def failed(context: sqlalchemy.engine.ExceptionContext) -> None:
-        connection = context.connection
-        trying = connection.info.pop("breaker_trying", False) if connection is not None else False
-        if timed_out(context.original_exception):
-            breaker.timed_out(trying)
-        else:
-            breaker.left(trying)

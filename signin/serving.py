@@ -75,13 +75,17 @@ def prepare(app: Flask) -> None:
     exit_on_sigterm()
     AuditWriter.start()
     with app.app_context():
-        _check_redis(app)
-        _check_database(app)
-        _check_totp_key()
-        passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
-        # A worker forked from here must not share this process's database connections.
-        for engine in db.engines.values():
-            engine.dispose()
+        try:
+            _check_redis(app)
+            _check_database(app)
+            _check_totp_key()
+            passwords.warm_up(app.config["SIGNIN_PASSWORD_METHOD"])
+        finally:
+            # A worker forked from here must not share this process's database connections;
+            # a start refused must not leave them open.
+            db.session.remove()
+            for engine in db.engines.values():
+                engine.dispose()
     freeze_startup_heap()
 
 

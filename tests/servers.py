@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -726,6 +726,28 @@ class PostgresServer(_ServerProcess):
     def data_dir(self) -> Path:
         """Return the cluster's data directory."""
         return self.directory / "data"
+
+    def processes(self) -> list[int]:
+        """Return the pids of the server: the postmaster and its children (each in a session of its own)."""
+        if self.process is None:
+            return []
+        listed = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True, check=False
+        )
+        return [self.process.pid, *(int(pid) for pid in listed.stdout.split())]
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Stop every process of the server (SIGSTOP) for the block, as a machine gone quiet would."""
+        pids = self.processes()
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
 
     def _bin(self, name: str) -> str:
         directory = _postgres_bin_dir()

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 from sqlalchemy import text
 
 from signin.extensions import db
-from tests.conftest import PASSWORD, SIGNIN, assert_unavailable
+from tests.conftest import PASSWORD, SIGNIN, Accounts, assert_unavailable
 from tests.servers import PostgresServer
 
 pytestmark = pytest.mark.skipif(not PostgresServer.available(), reason="PostgreSQL binaries not found")
 
 ME = "/api/v2/account/me/"
+REFRESH = "/api/v2/account/refresh/"
+SIGNOUT = "/api/v2/account/signout/"
 ALICE = {"username": "alice", "password": PASSWORD}
 
 
@@ -31,7 +35,7 @@ def app(make_app, postgres):  # overrides conftest's: a database this test may s
 
 
 def test_postgres_down_is_503_while_tokens_keep_working_and_heals_by_itself(client, accounts, alice, postgres):
-    token = accounts.signin()
+    token, other = accounts.signin(), accounts.signin()
 
     postgres.stop()
     assert_unavailable(client.post(SIGNIN, json=ALICE))
@@ -40,6 +44,8 @@ def test_postgres_down_is_503_while_tokens_keep_working_and_heals_by_itself(clie
     assert ready.get_json()["checks"] == {"database": "unavailable", "redis": "ok"}
     assert "database" in ready.get_json()["error_description"]
     assert client.get(ME, headers=accounts.bearer(token)).status_code == 200
+    assert client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code == 200
+    assert client.post(SIGNOUT, headers=accounts.bearer(other)).status_code == 204
 
     postgres.start()
     assert client.post(SIGNIN, json=ALICE).status_code == 200
@@ -71,3 +77,29 @@ def test_a_pooled_connection_that_postgres_closed_is_replaced_before_use(client,
     assert ended[0] >= 1
 
     assert client.post(SIGNIN, json=ALICE).status_code == 200
+
+
+def test_a_frozen_postgres_costs_a_sign_in_its_timeout_not_a_hang(make_app, postgres):
+    app = make_app({"SQLALCHEMY_DATABASE_URI": postgres.url, "SIGNIN_STORE_TIMEOUT": 0.5})
+    accounts = Accounts(app, app.test_client())
+    accounts.create("alice")
+    token, other = accounts.signin(), accounts.signin()  # the pool holds a connection now
+    client = app.test_client()
+
+    with postgres.frozen():
+        started = time.monotonic()
+        assert_unavailable(client.post(SIGNIN, json=ALICE))
+        took = time.monotonic() - started
+        rested = time.monotonic()
+        assert_unavailable(client.post(SIGNIN, json=ALICE))  # the database rests: at once
+        at_once = time.monotonic() - rested
+        assert client.get(ME, headers=accounts.bearer(token)).status_code == 200
+        assert client.post(REFRESH, json={"refresh_token": token["refresh_token"]}).status_code == 200
+        assert client.post(SIGNOUT, headers=accounts.bearer(other)).status_code == 204
+
+    assert took < 1.0
+    assert at_once < 0.1
+    deadline = time.monotonic() + 10
+    while client.post(SIGNIN, json=ALICE).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
