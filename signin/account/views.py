@@ -96,7 +96,7 @@ def refresh() -> dict:
 @bp.post("/signout/")
 @require_token()
 def signout() -> Response:
-    """End the bearer's session, or with ``everywhere`` every session of the user."""
+    """End the bearer's session, or, with everywhere true, every session of the user."""
     data = load(SIGNOUT)
     accounts.sign_out(g.session, everywhere=data["everywhere"])
     return no_content()
