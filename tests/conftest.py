@@ -11,6 +11,7 @@ and nothing is flushed on a shared server.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -180,6 +181,32 @@ class Accounts:
 
     def bearer(self, token: dict[str, str]) -> dict[str, str]:
         return {"Authorization": f"Bearer {token['access_token']}"}
+
+
+class SignInLoop:
+    """Threads signing a user in again and again for the block; ``tokens`` holds every pair they got."""
+
+    def __init__(self, app: Flask, threads: int = 6, username: str = "alice", password: str = PASSWORD) -> None:
+        self.app, self.body = app, {"username": username, "password": password}
+        self.tokens: list[dict[str, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            response = self.app.test_client().post(SIGNIN, json=self.body)
+            if response.status_code == 200:
+                self.tokens.append(response.get_json()["token"])
+
+    def __enter__(self) -> SignInLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
 
 
 @pytest.fixture

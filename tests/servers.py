@@ -826,6 +826,12 @@ class PostgresServer(_ServerProcess):
         )
 
 
+SIGNIN_COMMAND = str(Path(sys.executable).with_name("signin"))
+# What the harness's servers sign users in with: a cheap method, and alice's password.
+FAST_PASSWORD_METHOD = "pbkdf2:sha256:1000"
+USER_PASSWORD = "correct horse battery staple"
+
+
 class SigninServe(_ServerProcess):
     """``signin serve`` on 127.0.0.1:port, with the environment given, its log in its own temp dir."""
 
@@ -1010,3 +1016,35 @@ def http_call(
     finally:
         connection.close()
     return response.status, json.loads(data) if data else None
+
+
+def instance_env(directory: Path, **settings: str) -> dict[str, str]:
+    """The environment of servers on a fresh instance folder holding alice: SQLite and the embedded Redis in it."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("REDIS_URL", "DATABASE_URL") and not key.startswith(("SIGNIN_", "RATELIMIT_"))
+    }
+    env.update(
+        {
+            "SIGNIN_INSTANCE_PATH": str(directory / "instance"),
+            "SIGNIN_PASSWORD_METHOD": FAST_PASSWORD_METHOD,
+            "RATELIMIT_ENABLED": "false",
+            # gunicorn's control socket, here rather than in ~/.gunicorn where every gunicorn on the box puts it.
+            "XDG_RUNTIME_DIR": str(directory),
+        }
+        | settings
+    )
+    run_signin(env, "init-db")
+    run_signin(env, "users", "create", "alice", "--password-stdin", input=USER_PASSWORD + "\n")
+    return env
+
+
+def run_signin(env: dict[str, str], *arguments: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run a ``signin`` command to its end; fail on a non-zero exit."""
+    done = subprocess.run(
+        [SIGNIN_COMMAND, *arguments], env=env, input=input, capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode:
+        raise RuntimeError(f"signin {' '.join(arguments)} failed ({done.returncode}):\n{done.stderr}")
+    return done

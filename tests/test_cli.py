@@ -15,7 +15,7 @@ import pytest
 
 from signin.extensions import db
 from signin.models import Service, User
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop
 
 ME = "/api/v2/account/me/"
 
@@ -248,32 +248,19 @@ def test_sign_ins_with_the_old_password_racing_set_password_in_another_process_k
     app = make_app({"SIGNIN_PASSWORD_METHOD": "pbkdf2:sha256:1000000", "SIGNIN_HASH_CONCURRENCY": 8})
     accounts = Accounts(app, app.test_client())
     accounts.create("alice")
-    tokens: list = []
-    stop = threading.Event()
-
-    def sign_in_again_and_again() -> None:
-        while not stop.is_set():
-            response = app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD})
-            if response.status_code == 200:
-                tokens.append(response.get_json()["token"])
-
-    threads = [threading.Thread(target=sign_in_again_and_again) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.5)
-    command = [sys.executable, "-c", "from signin.cli import main; main()", "users", "set-password", "alice"]
-    result = subprocess.run(
-        [*command, "--password-stdin"],
-        env=cli_env(app),
-        input="a whole new passphrase\n",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    time.sleep(0.5)  # sign-ins that began before it finish after it
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with SignInLoop(app) as loop:
+        time.sleep(0.5)
+        command = [sys.executable, "-c", "from signin.cli import main; main()", "users", "set-password", "alice"]
+        result = subprocess.run(
+            [*command, "--password-stdin"],
+            env=cli_env(app),
+            input="a whole new passphrase\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        time.sleep(0.5)  # sign-ins that began before it finish after it
+    tokens = loop.tokens
 
     assert result.returncode == 0, result.stderr
     assert tokens  # some sign-ins did get through before the change...

@@ -27,15 +27,17 @@ from pathlib import Path
 import pytest
 
 from signin import embedded
-from tests.conftest import FAST_METHOD, PASSWORD, SIGNIN
+from tests.conftest import PASSWORD, SIGNIN
 from tests.servers import (
     HOST,
     SigninServe,
     WsgiServe,
     embedded_redis_pids,
     http_call,
+    instance_env,
     kill_embedded_redis,
     readme_blocks,
+    run_signin,
     wait_for,
 )
 
@@ -92,35 +94,6 @@ DOORS = {
         ["2" if part == "N" else part for part in GUNICORN_LINE]
     ),
 }
-
-
-def instance_env(directory: Path, **settings: str) -> dict[str, str]:
-    """The environment of servers on a fresh instance folder holding alice: SQLite and the embedded Redis in it."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("REDIS_URL", "DATABASE_URL") and not key.startswith(("SIGNIN_", "RATELIMIT_"))
-    }
-    env.update(
-        SIGNIN_INSTANCE_PATH=str(directory / "instance"),
-        SIGNIN_PASSWORD_METHOD=FAST_METHOD,
-        RATELIMIT_ENABLED="false",
-        # gunicorn's control socket, here rather than in ~/.gunicorn where every gunicorn on the box puts it.
-        XDG_RUNTIME_DIR=str(directory),
-        **settings,
-    )
-    run_signin(env, "init-db")
-    run_signin(env, "users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
-    return env
-
-
-def run_signin(env: dict[str, str], *arguments: str, input: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run a ``signin`` command to its end; fail on a non-zero exit."""
-    done = subprocess.run(
-        [SIGNIN_COMMAND, *arguments], env=env, input=input, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done
 
 
 def instance_of(server: SigninServe) -> Path:

@@ -7,8 +7,6 @@ for audit lines and throttling, whatever the client itself sent.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,8 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_METHOD, PASSWORD, SIGNIN, UNAVAILABLE
-from tests.servers import Nginx, SigninServe, free_port, http_call, kill_embedded_redis, readme_blocks, wait_for
+from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE
+from tests.servers import (
+    Nginx,
+    SigninServe,
+    free_port,
+    http_call,
+    instance_env,
+    kill_embedded_redis,
+    readme_blocks,
+    wait_for,
+)
 
 pytestmark = pytest.mark.skipif(Nginx.binary() is None, reason="nginx is not installed (apt-get install nginx)")
 
@@ -41,20 +48,12 @@ def readme_nginx(signin_port: int) -> str:
 def signin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigninServe]:
     """``signin serve`` trusting one proxy, throttling sign-ins per address, on its own instance folder."""
     directory = tmp_path_factory.mktemp("nginx")
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in ("REDIS_URL", "DATABASE_URL") and not key.startswith(("SIGNIN_", "RATELIMIT_"))
-    }
-    env.update(
-        SIGNIN_INSTANCE_PATH=str(directory / "instance"),
-        SIGNIN_PASSWORD_METHOD=FAST_METHOD,
+    env = instance_env(
+        directory,
         SIGNIN_TRUSTED_PROXIES="1",
         RATELIMIT_ENABLED="true",
         SIGNIN_LIMIT_SIGNIN_PER_ADDRESS=f"{PER_ADDRESS} per minute",
     )
-    for command, given in ((["init-db"], None), (["users", "create", "alice", "--password-stdin"], PASSWORD + "\n")):
-        subprocess.run([SIGNIN_COMMAND, *command], env=env, input=given, text=True, check=True, capture_output=True)
     try:
         with SigninServe(env) as server:
             yield server

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,37 +14,17 @@ from pathlib import Path
 import pytest
 
 from signin import embedded
-from tests.conftest import FAST_METHOD, PASSWORD, SIGNIN, UNAVAILABLE, Accounts, assert_unavailable
+from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts, assert_unavailable
 from tests.faults import stalled
-from tests.servers import HOST, RedisServer, SigninServe, http_call
+from tests.servers import HOST, RedisServer, SigninServe, http_call, instance_env
 
 ME = "/api/v2/account/me/"
 REFRESH = "/api/v2/account/refresh/"
-SIGNIN_COMMAND = str(Path(sys.executable).with_name("signin"))
 
 
 def prepared_env(directory: Path, redis_url: str, **settings: str) -> dict[str, str]:
-    """The environment of a server on a fresh SQLite file holding alice, and a Redis prefix of its own."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"sqlite:///{directory}/signin.db",
-        "REDIS_URL": redis_url,
-        "SIGNIN_REDIS_PREFIX": f"test:{uuid.uuid4().hex}:",
-        "SIGNIN_PASSWORD_METHOD": FAST_METHOD,
-        "RATELIMIT_ENABLED": "false",
-        **settings,
-    }
-    subprocess.run([SIGNIN_COMMAND, "init-db"], env=env, check=True, capture_output=True, timeout=60)
-    subprocess.run(
-        [SIGNIN_COMMAND, "users", "create", "alice", "--password-stdin"],
-        env=env,
-        input=PASSWORD + "\n",
-        text=True,
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return env
+    """The environment of a server on a fresh instance folder holding alice, and a Redis prefix of its own."""
+    return instance_env(directory, REDIS_URL=redis_url, SIGNIN_REDIS_PREFIX=f"test:{uuid.uuid4().hex}:", **settings)
 
 
 @pytest.fixture
@@ -137,7 +114,7 @@ def test_a_locked_sqlite_file_does_not_stop_me_refresh_or_signout(redis_server, 
     env = prepared_env(tmp_path, redis_server.url, SIGNIN_STORE_TIMEOUT="0.5")
     with SigninServe(env, threads=4) as server:
         tokens = [sign_in(server) for _ in range(3)]
-        locker = sqlite3.connect(tmp_path / "signin.db")
+        locker = sqlite3.connect(tmp_path / "instance" / "signin.db")
         locker.execute("BEGIN EXCLUSIVE")
         try:
             body = {"username": "alice", "password": PASSWORD}

@@ -13,7 +13,7 @@ from signin import policy
 from signin.extensions import db
 from signin.models import User
 from signin.passwords import verify_password
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop
 
 PASSWORD_CHANGE = "/api/v2/account/password/"
 ME = "/api/v2/account/me/"
@@ -234,24 +234,11 @@ def test_sign_ins_with_the_old_password_racing_a_change_leave_no_session(make_ap
     accounts = Accounts(app, app.test_client())
     accounts.create("alice")
     mine = accounts.signin()
-    tokens: list = []
-    stop = threading.Event()
-
-    def sign_in_again_and_again():
-        while not stop.is_set():
-            response = app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD})
-            if response.status_code == 200:
-                tokens.append(response.get_json()["token"])
-
-    threads = [threading.Thread(target=sign_in_again_and_again) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    time.sleep(0.3)
-    assert change(app.test_client(), mine).status_code == 204
-    time.sleep(0.3)
-    stop.set()
-    for thread in threads:
-        thread.join()
+    with SignInLoop(app) as loop:
+        time.sleep(0.3)
+        assert change(app.test_client(), mine).status_code == 204
+        time.sleep(0.3)
+    tokens = loop.tokens
 
     assert tokens
     live = [t for t in tokens if app.test_client().get(ME, headers=accounts.bearer(t)).status_code == 200]
