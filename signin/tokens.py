@@ -18,7 +18,8 @@ billion sessions, and a shared key would refuse a token, never admit one).
   signout-everywhere, listing, and the cap on sessions per user; expired
   entries are pruned on each write, and the set lives as long as its last
   session. A session being evicted over the cap is scored -1 until its key
-  is gone, so it stays findable and no longer counts.
+  is gone, so it stays findable and no longer counts; one whose key expired
+  before its rounded-up score passed is looked up, not counted.
 
 One key per session makes every change to it a single-key operation (a
 rotation is one Lua script that checks and rewrites the record), so the store
@@ -56,7 +57,7 @@ from redis import Redis
 from redis.cluster import RedisCluster
 
 from signin.breaker import RedisResting, unguarded
-from signin.records import LUA_RECORD, USER_AGENT_LENGTH, Session, index_member, member_ref, public_id
+from signin.records import CREATED_DIGITS, LUA_RECORD, REF_LENGTH, USER_AGENT_LENGTH, Session, member_ref, public_id
 
 log = logging.getLogger(__name__)
 
@@ -77,35 +78,74 @@ end
 return false
 """
 
-# Add session ARGV[1] to its user's index with score ARGV[2]; at time ARGV[3],
-# drop the expired; beyond ARGV[4] live sessions, mark the oldest others as
-# being evicted (score -1). Keep the index until its last session's score.
-# Returns every member being evicted, for the caller to end.
-INDEX = """
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
-local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
-local excess = #live - tonumber(ARGV[4])
-if excess > 0 then
-  table.sort(live)
-  for _, member in ipairs(live) do
-    if excess == 0 then break end
-    if member ~= ARGV[1] then
-      redis.call('ZADD', KEYS[1], -1, member)
-      excess = excess - 1
+# Mark the oldest live sessions (at time `now`) but `keep` beyond `cap` as being
+# evicted (score -1): they stay findable and no longer count. Returns every
+# member being evicted, for the caller to end.
+LUA_EVICT_OLDEST = """
+local function evict_oldest(key, keep, now, cap)
+  local live = redis.call('ZRANGEBYSCORE', key, '(' .. now, '+inf')
+  local excess = #live - tonumber(cap)
+  if excess > 0 then
+    table.sort(live)
+    for _, member in ipairs(live) do
+      if excess == 0 then break end
+      if member ~= keep then
+        redis.call('ZADD', key, -1, member)
+        excess = excess - 1
+      end
     end
   end
+  return redis.call('ZRANGEBYSCORE', key, '-inf', '(0')
 end
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('EXPIREAT', KEYS[1], last[2] + 1)
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(0')
 """
 
-# Move a live member ARGV[1] to score ARGV[2] (not one being evicted, nor one gone), at time ARGV[3]
-# drop the expired, and keep the index as long as its last session.
+# Add session ARGV[1] to its user's index with score ARGV[2]; at time ARGV[3],
+# drop the expired, and keep the index until its last session's score. Beyond
+# ARGV[4] live sessions, if another live session signed in at or before ARGV[5]
+# (its key may have expired before its rounded-up score), return {1, every
+# such member}, for the caller to see which are gone (EVICT); else mark the
+# oldest others as being evicted and return {0, every member being evicted}.
+INDEX = (
+    LUA_EVICT_OLDEST
+    + f"""
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('EXPIREAT', KEYS[1], last[2] + 1)
+local live = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[3], '+inf')
+if #live > tonumber(ARGV[4]) then
+  local doubtful = {{}}
+  for _, member in ipairs(live) do
+    -- an older index's members are bare refs, their sign-in time unknown
+    local created = #member > {REF_LENGTH} and tonumber(string.sub(member, 1, {CREATED_DIGITS}), 16)
+    if member ~= ARGV[1] and not (created and created > tonumber(ARGV[5])) then
+      table.insert(doubtful, member)
+    end
+  end
+  if #doubtful > 0 then return {{1, doubtful}} end
+end
+return {{0, evict_oldest(KEYS[1], ARGV[1], ARGV[3], ARGV[4])}}
+"""
+)
+
+# Drop members ARGV[4...], whose sessions are gone, from a user's index; then
+# at time ARGV[2], mark the oldest live sessions but ARGV[1] beyond ARGV[3] as
+# being evicted. Returns every member being evicted.
+EVICT = (
+    LUA_EVICT_OLDEST
+    + """
+for i = 4, #ARGV do redis.call('ZREM', KEYS[1], ARGV[i]) end
+return evict_oldest(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+"""
+)
+
+# Move a live member ARGV[1] to score ARGV[2] (not one being evicted; nor one
+# gone, unless ARGV[4] is 1), at time ARGV[3] drop the expired, and keep the
+# index as long as its last session.
 REINDEX = """
 local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not score or tonumber(score) < 0 then return 0 end
+if score and tonumber(score) < 0 then return 0 end
+if not score and ARGV[4] ~= '1' then return 0 end
 redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], 0, ARGV[3])
 local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
@@ -154,22 +194,24 @@ return {1, value, rotated}
 # Undo the rotation of refresh digest ARGV[1] to the new refresh digest ARGV[2],
 # whose answer never reached the client: if it was made, the presented refresh
 # token is current again (its access token stays dead); if not, it never will
-# be. Safe in either order with the rotation, and twice.
+# be. Safe in either order with the rotation, and twice. Returns the record
+# it leaves, or nothing if the session is gone or has moved on.
 UNDO_ROTATION = (
     LUA_RECORD
     + """
 local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
+if not value then return false end
 local s = load_record(value)
 if s[F.refresh_digest] == ARGV[2] and s[F.previous_refresh_digest] == ARGV[1] then
   s[F.refresh_digest], s[F.access_digest] = ARGV[1], ''
   s[F.previous_refresh_digest], s[F.rotated_at_ms] = '', 0
 elseif s[F.refresh_digest] ~= ARGV[1] then
-  return 0
+  return false
 end
 s[F.cancelled_digest] = ARGV[2]
-redis.call('SET', KEYS[1], dump_record(s), 'KEEPTTL')
-return 1
+local undone = dump_record(s)
+redis.call('SET', KEYS[1], undone, 'KEEPTTL')
+return undone
 """
 )
 
@@ -284,7 +326,7 @@ class TokenStore:
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
-        # Rotations whose answer was lost, not yet known undone: (key, presented digest, new refresh digest).
+        # Rotations whose answer was lost, not yet known undone: (ref, presented digest, new refresh digest).
         self._pending_undos: set[tuple[str, str, str]] = set()
         self._lock = threading.Lock()
 
@@ -334,7 +376,7 @@ class TokenStore:
             # The client never sees these tokens, so they need not outlive the refusal.
             self.revoke_session(session)
             raise NotReplicated()
-        evicted = self._end_evicted(user_id, results[1])
+        evicted = self._end_evicted(user_id, self._being_evicted(session, results[1]))
         expires_in = session.expires_at - now
         return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", expires_in, session, evicted)
 
@@ -393,28 +435,32 @@ class TokenStore:
         except RedisResting:
             raise  # never sent: nothing to undo
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-            self._undo_later(key, presented, digests[1])
+            self._undo_later(ref, presented, digests[1])
             raise
         if reply is None:
             raise RefreshRejected("unknown")
         outcome, value, *written = reply
-        if not outcome and self._undone_now(key, presented):
+        if not outcome and self._undone_now(ref, presented):
             return self.rotate(refresh_token)  # the client's retry came before its lost rotation's undo
         if not outcome:
             self._refuse(Session.load(ref, value), presented, now_ms)
         old, new = (Session.load(ref, value), Session.load(ref, (written or [value])[0]))
         if replicated and (outcome == 2 or self._index_score(new) != self._index_score(old)):
-            with self.redis.pipeline(transaction=False) as pipe:
-                self._reindex(pipe, new)
-                self._wait(pipe)
-                replicated = self._replicated(pipe.execute())
+            try:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    self._reindex(pipe, new)
+                    self._wait(pipe)
+                    replicated = self._replicated(pipe.execute())
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                self._undo_later(ref, presented, digests[1])  # rotated, but the client will not hear of it
+                raise
         if not replicated:
             # No client will see the new pair: the presented token works again (and, but after
             # a retried write, whose first state is gone, its access token too).
             if outcome == 1:
                 self.redis.eval(COMPARE_AND_SET, 1, key, written[0], value, self._ttl(old))
             else:
-                self.redis.eval(UNDO_ROTATION, 1, key, presented, digests[1])
+                self._undo(ref, presented, digests[1])
             raise NotReplicated()
         selector = refresh_token.split(".")[0]
         return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", new.expires_at - now, new)
@@ -432,14 +478,26 @@ class TokenStore:
         self.revoke_session(session)
         raise RefreshRejected("reuse_detected", session)
 
-    def _undo_later(self, key: str, presented: str, refresh: str) -> None:
-        """Undo, in the background, a rotation whose answer was lost (see ``UNDO_ROTATION``).
+    def _undo(self, ref: str, presented: str, refresh: str) -> None:
+        """Undo a rotation whose answer was lost (see ``UNDO_ROTATION``), and index the session as it is left.
+
+        The rotation may have made the session's key outlive its index entry,
+        whose move was never sent: the entry moves (or comes back) with it.
+        """
+        undone = self.redis.eval(UNDO_ROTATION, 1, self._session_key(ref), presented, refresh)
+        if undone:
+            with self.redis.pipeline(transaction=False) as pipe:
+                self._reindex(pipe, Session.load(ref, undone), restore=True)
+                pipe.execute()
+
+    def _undo_later(self, ref: str, presented: str, refresh: str) -> None:
+        """Undo, in the background, a rotation whose answer was lost (``_undo``).
 
         Sent at once, past the breaker: unanswered, it still waits in Redis's
         socket and runs when Redis wakes. Until it is known done, a retry of the
         same token in this process does it first (``_undone_now``).
         """
-        pending = (key, presented, refresh)
+        pending = (ref, presented, refresh)
         with self._lock:
             self._pending_undos.add(pending)
 
@@ -448,7 +506,7 @@ class TokenStore:
             while time.monotonic() < deadline and pending in self._pending_undos:
                 try:
                     with unguarded():
-                        self.redis.eval(UNDO_ROTATION, 1, key, presented, refresh)
+                        self._undo(*pending)
                 except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
                     # Sent but unanswered still lands once Redis wakes; sending again is harmless.
                     time.sleep(UNDO_INTERVAL)
@@ -461,13 +519,13 @@ class TokenStore:
 
         threading.Thread(target=undo, name="signin-undo-rotation", daemon=True).start()
 
-    def _undone_now(self, key: str, presented: str) -> bool:
+    def _undone_now(self, ref: str, presented: str) -> bool:
         """Undo the lost rotations of ``presented`` pending in this process, now; tell whether there were any."""
         with self._lock:
-            undos = {pending for pending in self._pending_undos if pending[:2] == (key, presented)}
+            undos = {pending for pending in self._pending_undos if pending[:2] == (ref, presented)}
             self._pending_undos -= undos
-        for _, _, refresh in undos:
-            self.redis.eval(UNDO_ROTATION, 1, key, presented, refresh)
+        for pending in undos:
+            self._undo(*pending)
         return bool(undos)
 
     def revoke_session(self, session: Session) -> None:
@@ -549,6 +607,24 @@ class TokenStore:
             except redis.exceptions.RedisError as refused:
                 log.info("last use of a session not noted: %s", type(refused).__name__)
 
+    def _being_evicted(self, session: Session, indexed: list) -> list[str]:
+        """Return the members an index write (``INDEX``) marked as being evicted, once it knows which are gone.
+
+        Only a session that signed in at least a key's shortest life ago may
+        have expired while its (rounded-up) index entry lives on: those are
+        looked up, for a session that is gone must not count towards the cap.
+        """
+        doubtful, members = indexed
+        if not doubtful:
+            return members
+        with self.redis.pipeline(transaction=False) as pipe:
+            for member in members:
+                pipe.exists(self._session_key(member_ref(member)))
+            found = pipe.execute()
+        gone = [member for member, exists in zip(members, found, strict=True) if not exists]
+        key, cap = self._user_key(session.user_id), self.max_sessions
+        return _strings(self.redis.eval(EVICT, 1, key, session.member, session.issued_at, cap, *gone))
+
     def _end_evicted(self, user_id: int, members: list[str]) -> list[str]:
         """End the sessions an index write marked as evicted; return the public ids of those that were live."""
         if not members:
@@ -563,6 +639,10 @@ class TokenStore:
     def _lifetime(self) -> int:
         # From the last issue or rotation, the key lives as long as the longer-lived of its two tokens.
         return max(self.access_ttl, self.refresh_ttl)
+
+    def _shortest_life(self) -> int:
+        """Return the least time a session's key lives from its sign-in."""
+        return min(self._lifetime(), self.max_age) if self.max_age else self._lifetime()
 
     def _ends(self, created_at: int, issued_at: int) -> int:
         """Return when a session's key expires: its lifetime from ``issued_at``, capped by its maximum age."""
@@ -587,13 +667,13 @@ class TokenStore:
 
     def _index(self, pipe: Redis, session: Session) -> None:
         # One script, not several commands: a pipeline costs redis-py per command.
-        key, score = self._user_key(session.user_id), self._index_score(session)
-        cap = self.max_sessions
-        pipe.execute_command("EVAL", INDEX, 1, key, session.member, score, session.issued_at, cap)
+        key, score, now = self._user_key(session.user_id), self._index_score(session), session.issued_at
+        doubtful_before = now - self._shortest_life()
+        pipe.execute_command("EVAL", INDEX, 1, key, session.member, score, now, self.max_sessions, doubtful_before)
 
-    def _reindex(self, pipe: Redis, session: Session) -> None:
+    def _reindex(self, pipe: Redis, session: Session, *, restore: bool = False) -> None:
         key, score = self._user_key(session.user_id), self._index_score(session)
-        pipe.execute_command("EVAL", REINDEX, 1, key, session.member, score, session.issued_at)
+        pipe.execute_command("EVAL", REINDEX, 1, key, session.member, score, session.issued_at, int(restore))
 
     def _write(self, *command: object) -> tuple[Any, bool]:
         """Run one write command; return its reply and whether enough replicas acknowledged it."""
@@ -620,4 +700,4 @@ class TokenStore:
         return f"{self.prefix}u:{user_id}"
 
 
-__all__ = ["IssuedTokens", "NotReplicated", "RefreshRejected", "Session", "TokenStore", "index_member", "public_id"]
+__all__ = ["IssuedTokens", "NotReplicated", "RefreshRejected", "Session", "TokenStore"]

@@ -31,6 +31,7 @@ class DroppingProxy:
         self.port = self.listener.getsockname()[1]
         self.url = f"redis://{HOST}:{self.port}/0"
         self._drop = threading.Event()
+        self._passing = 0  # replies to pass on before the one dropped
         self.dropped = 0
         self._closing = False
         self._refusing = False
@@ -40,8 +41,9 @@ class DroppingProxy:
         """Close every new connection at once (as a server that is down would), or stop doing so."""
         self._refusing = refusing
 
-    def drop_next_reply(self) -> None:
-        """Close the connection that next receives a reply, instead of passing it on."""
+    def drop_next_reply(self, after: int = 0) -> None:
+        """Close the connection that receives a reply, instead of passing it on: the next, or the one ``after`` more."""
+        self._passing = after
         self._drop.set()
 
     def close(self) -> None:
@@ -70,7 +72,9 @@ class DroppingProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
-                if replies and self._drop.is_set():
+                if replies and self._drop.is_set() and self._passing:
+                    self._passing -= 1
+                elif replies and self._drop.is_set():
                     self._drop.clear()
                     self.dropped += 1
                     break

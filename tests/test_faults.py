@@ -12,10 +12,11 @@ from signin.auth import token_store
 from signin.extensions import db
 from signin.redis_client import client_from_url
 from signin.tokens import RefreshRejected, TokenStore
-from tests.conftest import PASSWORD, SIGNIN, Accounts, assert_unavailable
+from tests.conftest import PASSWORD, SIGNIN, Accounts, Clock, assert_unavailable
 from tests.faults import DroppingProxy, stalled
 from tests.servers import RedisServer, free_port
 
+DAY = 86400
 ME = "/api/v2/account/me/"
 REFRESH = "/api/v2/account/refresh/"
 
@@ -210,6 +211,51 @@ def test_a_refresh_whose_connection_died_after_the_write_succeeds_when_retried(r
         rotated = store.rotate(issued.refresh_token)  # at once: before the background undo's next try
 
         assert store.resolve(rotated.access_token) == rotated.session
+        store.redis.close()
+
+
+def _refresh_lost_late_in_life(proxy: DroppingProxy, clock: Clock, *, replies_passed: int) -> tuple[TokenStore, str]:
+    """Sign in, and six days later (late in the refresh token's life: its rotation moves the session's
+    index entry) refresh while the connection drops after ``replies_passed`` replies and Redis stays out
+    of reach a moment; return the store and the refresh token."""
+    store = TokenStore(client_from_url(proxy.url, 1.0), prefix="drop:", clock=clock)
+    issued = store.issue(1, "alice", "signin", "read")
+    clock.now += 6 * DAY
+    proxy.drop_next_reply(after=replies_passed)
+    proxy.refuse_connections()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        store.rotate(issued.refresh_token)
+    proxy.refuse_connections(False)
+    return store, issued.refresh_token
+
+
+def test_a_session_whose_lost_rotation_was_undone_is_still_ended_by_signout_everywhere(redis_server):
+    clock = Clock()
+    with DroppingProxy(redis_server.port) as proxy:
+        # Rotated in Redis, the index entry never moved.
+        store, refresh_token = _refresh_lost_late_in_life(proxy, clock, replies_passed=0)
+        rotated = store.rotate(refresh_token)  # undoes the lost rotation first
+        clock.now += 2 * DAY  # past the sign-in's first expiry
+        store.issue(1, "alice", "signin", "read")  # a write that drops the index's expired entries
+
+        assert store.revoke_user(1) == 2
+        assert store.resolve(rotated.access_token) is None
+        store.redis.close()
+
+
+def test_a_refresh_whose_connection_died_before_its_index_entry_moved_succeeds_when_retried(redis_server):
+    clock = Clock()
+    with DroppingProxy(redis_server.port) as proxy:
+        # The rotation's reply arrives; the index entry's move is lost.
+        store, refresh_token = _refresh_lost_late_in_life(proxy, clock, replies_passed=1)
+
+        rotated = store.rotate(refresh_token)
+
+        assert proxy.dropped == 1
+        assert store.resolve(rotated.access_token) == rotated.session
+        clock.now += 2 * DAY
+        store.issue(1, "alice", "signin", "read")
+        assert store.revoke_user(1) == 2
         store.redis.close()
 
 

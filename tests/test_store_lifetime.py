@@ -10,18 +10,9 @@ import pytest
 
 from signin.records import Session, index_member
 from signin.tokens import RefreshRejected, TokenStore, digest, session_ref
+from tests.conftest import Clock
 
 DAY = 86400
-
-
-class Clock:
-    """A clock the test moves: no sleeping through windows."""
-
-    def __init__(self) -> None:
-        self.now = float(int(time.time()))
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -89,6 +80,26 @@ def test_a_sign_in_beyond_the_cap_ends_the_oldest_session(redis, prefix, clock):
     assert store.resolve(oldest.access_token) is None
     assert [s.ref for s in store.sessions(1)] == [newest.session.ref, middle.session.ref]
     assert redis.zcard(f"{prefix}u:1") == 2
+
+
+def test_a_session_whose_key_expired_before_its_index_entry_does_not_count_towards_the_cap(redis, prefix):
+    step = DAY // 8  # an index entry's score is its key's expiry rounded up to this
+    clock = Clock(int(time.time()) // step * step + 1)
+    store = TokenStore(redis, prefix=prefix, access_ttl=DAY, refresh_ttl=DAY, max_sessions=2, clock=clock)
+    busy = store.issue(1, "u", "signin", "read")
+    clock.now += 1
+    idle = store.issue(1, "u", "signin", "read")
+    clock.now += DAY - 10
+    busy = store.rotate(busy.refresh_token)
+    clock.now += 12
+    redis.delete(f"{prefix}s:{idle.session.ref}")  # as Redis expires it: its index entry lives on a while
+
+    newest = store.issue(1, "u", "signin", "read")
+
+    assert newest.evicted == []
+    assert store.resolve(busy.access_token) == busy.session
+    assert [s.ref for s in store.sessions(1)] == [newest.session.ref, busy.session.ref]
+    assert redis.zrange(f"{prefix}u:1", 0, -1) == [busy.session.member, newest.session.member]
 
 
 def test_eight_concurrent_sign_ins_leave_exactly_the_cap(redis, prefix):
