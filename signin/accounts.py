@@ -11,18 +11,23 @@ audit line.
 from __future__ import annotations
 
 import hmac
+import logging
 from datetime import UTC, datetime
 
+import sqlalchemy.exc
 from flask import current_app
 from sqlalchemy import CursorResult
 
 from signin import audit, policy, totp
 from signin.auth import token_store
+from signin.errors import DATABASE_OUTAGES
 from signin.events import Event, Outcome
 from signin.extensions import db
 from signin.models import RecoveryCode, TotpFactor, User, username_key
-from signin.passwords import checking, hash_password, needs_rehash, verify_dummy, verify_password
+from signin.passwords import HashingBusy, checking, hash_password, needs_rehash, verify_dummy, verify_password
 from signin.tokens import IssuedTokens, Session
+
+log = logging.getLogger(__name__)
 
 
 class AuthenticationFailed(Exception):
@@ -175,12 +180,20 @@ def _credentials(user_id: int) -> tuple[str, bool, bool] | None:
 
 
 def _rehash(user_id: int, verified: str, password: str) -> None:
-    """Move the hash a sign-in verified to the configured method, if made otherwise, unless it changed meanwhile."""
+    """Move the hash a sign-in verified to the configured method, if made otherwise, unless it changed meanwhile.
+
+    The sign-in has succeeded by then: with every hashing slot taken or the
+    database out of reach, the move waits for a later sign-in.
+    """
     if not needs_rehash(verified, _method()):
         return
-    rehashed = hash_password(password, _method())
-    db.session.execute(db.update(User).filter_by(id=user_id, password_hash=verified).values(password_hash=rehashed))
-    db.session.commit()
+    try:
+        rehashed = hash_password(password, _method())
+        db.session.execute(db.update(User).filter_by(id=user_id, password_hash=verified).values(password_hash=rehashed))
+        db.session.commit()
+    except (HashingBusy, *DATABASE_OUTAGES) as deferred:
+        db.session.rollback()
+        log.info("password hash not moved to the configured method: %s", type(deferred).__name__)
 
 
 def create_user(username: str, password: str) -> User:
@@ -257,16 +270,19 @@ def revoke(user: User) -> int:
 
 
 def delete(user: User) -> int:
-    """Remove a user, having ended every session they have; return how many.
+    """Remove a user, and end every session they have; return how many.
 
-    Sessions first, then the row, so that no session outlives its user; a
-    sign-in finishing meanwhile finds the user gone when it checks again.
+    The row first, then the sessions: a sign-in that checked again before the
+    row went has its session by then, and is ended with the rest; one that
+    checks after finds the user gone. Ids are never reused, so nothing left
+    under this one can ever name another user.
     """
-    ended = token_store().revoke_user(user.id)
-    _forget_totp(user.id)
+    user_id, username = user.id, user.username
+    _forget_totp(user_id)
     db.session.delete(user)
     db.session.commit()
-    audit.record(Event.USER_DELETED, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
+    ended = token_store().revoke_user(user_id)
+    audit.record(Event.USER_DELETED, Outcome.SUCCESS, username=username, sessions_ended=ended)
     return ended
 
 
@@ -304,16 +320,21 @@ def enrol_totp(session: Session, password: str) -> tuple[str, str]:
     Raises ``WrongPassword`` (checked at a sign-in's cost) or ``TotpAlreadyEnabled``.
     """
     user = _reauthenticated(session, password)
+    username, secret = user.username, totp.new_secret()
     factor = db.session.get(TotpFactor, user.id)
-    if factor is not None and factor.confirmed:
-        raise TotpAlreadyEnabled()
-    secret = totp.new_secret()
     if factor is None:
         db.session.add(TotpFactor(user_id=user.id, secret=totp.encrypt(secret)))
-    else:
-        factor.secret = totp.encrypt(secret)  # asking again replaces the pending secret
+        try:
+            db.session.commit()
+            return secret, totp.uri(secret, username)
+        except sqlalchemy.exc.IntegrityError:  # another enrolment made the row meanwhile
+            db.session.rollback()
+            factor = db.session.get(TotpFactor, session.user_id)
+    if factor is None or factor.confirmed:
+        raise TotpAlreadyEnabled()
+    factor.secret = totp.encrypt(secret)  # asking again replaces the pending secret
     db.session.commit()
-    return secret, totp.uri(secret, user.username)
+    return secret, totp.uri(secret, username)
 
 
 def confirm_totp(session: Session, code: str) -> list[str]:

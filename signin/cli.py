@@ -182,12 +182,13 @@ def revoke(name: str) -> None:
 @name_argument
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 def delete(name: str, yes: bool) -> None:
-    """End every session a user has, then remove the user."""
+    """Remove a user and end every session they have."""
     user = _user(name)
+    username = user.username
     if not yes:
-        click.confirm(f"Delete {user.username!r} and end every session they have?", abort=True)
+        click.confirm(f"Delete {username!r} and end every session they have?", abort=True)
     ended = accounts.delete(user)
-    click.echo(f"Deleted {user.username!r}; ended {ended} session(s).")
+    click.echo(f"Deleted {username!r}; ended {ended} session(s).")
 
 
 @users.command("list")

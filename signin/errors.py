@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import traceback
 from collections.abc import Mapping
 
 import redis.exceptions
@@ -286,7 +287,10 @@ def _redis_refused(exc: redis.exceptions.ResponseError) -> Response:
     said = str(exc).rpartition("of pipeline caused error: ")[2]
     if REFUSAL.search(said):
         return _store_outage(exc)
-    return _unexpected(exc)
+    # Logged in Redis's words, with where it was raised: not the command, which holds digests.
+    where = "".join(traceback.format_tb(exc.__traceback__))
+    log.error("unhandled Redis error %s: %s\n%s", type(exc).__name__, said, where)
+    return _server_error()
 
 
 def _cluster_error(exc: redis.exceptions.RedisClusterException) -> Response:
@@ -298,6 +302,10 @@ def _cluster_error(exc: redis.exceptions.RedisClusterException) -> Response:
 
 def _unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
+    return _server_error()
+
+
+def _server_error() -> Response:
     return error_response(http_error(500, "The server failed to handle the request."))
 
 

@@ -22,6 +22,7 @@ import hmac
 import os
 import re
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,11 +146,21 @@ def _key_file() -> Path:
 
 
 def _create_key_file(path: Path) -> None:
+    """Make the key file whole, or raise ``FileExistsError``: of processes racing to make it, one does.
+
+    Written aside, then linked into place (which never replaces a file), so
+    that no reader sees it half written.
+    """
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    # O_EXCL: of processes racing to make it, one does; the others read that one.
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(Fernet.generate_key() + b"\n")
+    descriptor, aside = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(Fernet.generate_key() + b"\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.link(aside, path)
+    finally:
+        os.unlink(aside)
 
 
 def _keys() -> MultiFernet:

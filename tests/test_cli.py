@@ -13,6 +13,7 @@ from importlib.metadata import version
 
 import pytest
 
+from signin.auth import token_store
 from signin.extensions import db
 from signin.models import Service, User
 from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop
@@ -304,6 +305,32 @@ def test_users_delete_ends_every_session_then_removes_the_user(app, runner, clie
     with app.app_context():
         assert User.find("alice") is None
     assert runner.invoke(args=["users", "delete", "alice", "--yes"]).exit_code == 1
+
+
+def test_a_deleted_users_id_is_never_given_to_another(app, runner, accounts, alice):
+    assert runner.invoke(args=["users", "delete", "alice", "--yes"]).exit_code == 0
+
+    bob = accounts.create("bob")
+
+    assert bob > alice
+
+
+def test_sign_ins_racing_a_delete_in_another_process_keep_no_session(make_app):
+    app = make_app({"SIGNIN_PASSWORD_METHOD": "pbkdf2:sha256:1000000", "SIGNIN_HASH_CONCURRENCY": 8})
+    accounts = Accounts(app, app.test_client())
+    alice = accounts.create("alice")
+    with SignInLoop(app) as loop:
+        time.sleep(0.5)
+        command = [sys.executable, "-c", "from signin.cli import main; main()", "users", "delete", "alice", "--yes"]
+        result = subprocess.run(command, env=cli_env(app), capture_output=True, text=True, timeout=60)
+        time.sleep(0.5)  # sign-ins that began before it finish after it
+    tokens = loop.tokens
+
+    assert result.returncode == 0, result.stderr
+    assert tokens
+    assert [t for t in tokens if app.test_client().get(ME, headers=accounts.bearer(t)).status_code == 200] == []
+    with app.app_context():
+        assert token_store().redis.exists(f"{app.config['SIGNIN_REDIS_PREFIX']}u:{alice}") == 0
 
 
 def test_users_sessions_prints_the_account_apis_fields(runner, client, accounts, alice):

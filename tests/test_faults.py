@@ -145,6 +145,21 @@ def test_a_redis_that_failed_to_save_is_503(make_app, tmp_path):
         assert_unavailable(app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD}))
 
 
+def test_a_redis_error_in_a_pipeline_is_a_json_500_logged_in_redis_words_not_the_commands(make_app, settings, caplog):
+    app = make_app({"TESTING": False})
+    alice = Accounts(app, app.test_client()).create("alice")
+    with app.app_context():
+        token_store().redis.set(f"{settings['SIGNIN_REDIS_PREFIX']}u:{alice}", "not an index")
+
+    response = app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 500
+    assert response.get_json()["error"] == "server_error"
+    [logged] = [record for record in caplog.records if record.name == "signin.errors"]
+    assert "WRONGTYPE" in logged.getMessage()
+    assert "Command #" not in caplog.text and "redis.call" not in caplog.text  # the command holds the session's digests
+
+
 def test_a_rotation_whose_reply_was_lost_answers_its_own_retry(redis_server):
     # The connection drops after Redis ran the rotation; redis-py sends the same script again.
     with DroppingProxy(redis_server.port) as proxy:

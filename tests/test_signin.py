@@ -7,7 +7,9 @@ import re
 from importlib.metadata import version
 
 import pytest
+from sqlalchemy import create_engine, text
 
+from signin.auth import token_store
 from signin.models import User
 from signin.passwords import hash_password
 from signin.tokens import digest, session_ref
@@ -345,6 +347,30 @@ def test_an_old_method_hash_is_replaced_on_signin(app, client, alice):
         stored = db.session.get(User, alice).password_hash
     assert stored.startswith("pbkdf2:sha256:1000$")
     assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
+
+
+def test_a_rehash_the_database_cannot_write_leaves_the_sign_in_standing(make_app, settings):
+    app = make_app({"SIGNIN_STORE_TIMEOUT": 0.2})
+    alice = Accounts(app, app.test_client()).create("alice")
+    with app.app_context():
+        from signin.extensions import db
+
+        user = db.session.get(User, alice)
+        user.password_hash = old = hash_password(PASSWORD, "pbkdf2:sha256:500")
+        db.session.commit()
+    holder = create_engine(settings["SQLALCHEMY_DATABASE_URI"])
+    with holder.begin() as locked:  # another writer holds alice's row (the whole file, on SQLite)
+        locked.execute(text("UPDATE users SET is_active = is_active WHERE id = :id"), {"id": alice})
+
+        response = app.test_client().post(SIGNIN, json={"username": "alice", "password": PASSWORD})
+
+    assert response.status_code == 200
+    with app.app_context():
+        assert token_store().resolve(response.get_json()["token"]["access_token"]) is not None
+    with holder.connect() as connection:  # the app's database rests a moment after its timeout
+        stored = connection.scalar(text("SELECT password_hash FROM users WHERE id = :id"), {"id": alice})
+    holder.dispose()
+    assert stored == old  # moved at a later sign-in
 
 
 def test_a_wrong_password_does_not_rehash(app, client, alice):

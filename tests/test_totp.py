@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -205,22 +207,45 @@ def racing_app(make_app):
     return app
 
 
-def test_the_same_code_racing_on_eight_threads_signs_in_once(racing_app, clock):
-    app, accounts = racing_app, Accounts(racing_app, racing_app.test_client())
-    _, secret, _ = enrolled(app.test_client(), accounts, clock)
-    code, barrier, statuses = code_at(secret, clock[0]), threading.Barrier(8), []
+def on_eight_threads(call):
+    """Make the same call on eight threads at once; return what each returned."""
+    barrier, results = threading.Barrier(8), []
 
     def race():
         barrier.wait()
-        statuses.append(sign_in(app.test_client(), code).status_code)
+        results.append(call())
 
     threads = [threading.Thread(target=race) for _ in range(8)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    return results
+
+
+def test_the_same_code_racing_on_eight_threads_signs_in_once(racing_app, clock):
+    app, accounts = racing_app, Accounts(racing_app, racing_app.test_client())
+    _, secret, _ = enrolled(app.test_client(), accounts, clock)
+    code = code_at(secret, clock[0])
+
+    statuses = on_eight_threads(lambda: sign_in(app.test_client(), code).status_code)
 
     assert sorted(statuses) == [200] + [401] * 7
+
+
+def test_eight_enrolments_at_once_each_answer_and_leave_one_pending_secret(racing_app, clock):
+    app, accounts = racing_app, Accounts(racing_app, racing_app.test_client())
+    token = accounts.signin()
+
+    responses = on_eight_threads(
+        lambda: app.test_client().post(TOTP, json={"password": PASSWORD}, headers=bearer(token))
+    )
+
+    assert [r.status_code for r in responses] == [200] * 8
+    with app.app_context():
+        [factor] = db.session.scalars(db.select(TotpFactor)).all()
+        assert not factor.confirmed
+        assert totp.decrypt(factor.secret) in {r.get_json()["secret"] for r in responses}
 
 
 def test_a_recovery_code_works_once_ever(client, accounts, alice, clock, caplog):
@@ -243,17 +268,8 @@ def test_a_recovery_code_works_once_ever(client, accounts, alice, clock, caplog)
 def test_one_recovery_code_racing_on_eight_threads_signs_in_once(racing_app, clock):
     app, accounts = racing_app, Accounts(racing_app, racing_app.test_client())
     _, _, codes = enrolled(app.test_client(), accounts, clock)
-    barrier, statuses = threading.Barrier(8), []
 
-    def race():
-        barrier.wait()
-        statuses.append(sign_in(app.test_client(), codes[3]).status_code)
-
-    threads = [threading.Thread(target=race) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = on_eight_threads(lambda: sign_in(app.test_client(), codes[3]).status_code)
 
     assert sorted(statuses) == [200] + [401] * 7
 
@@ -405,3 +421,26 @@ def test_without_a_configured_key_the_instance_folder_gets_one_mode_0600(app, cl
 
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert Fernet(key_file.read_bytes().strip())
+
+
+def test_processes_making_the_key_file_at_once_all_read_the_one_made(settings, tmp_path):
+    # Workers of a fresh deployment, each making the key file as it starts.
+    instance = tmp_path / "fresh"
+    script = (
+        "import sys; from signin import create_app, totp\n"
+        "app = create_app({'SIGNIN_INSTANCE_PATH': sys.argv[1], 'REDIS_URL': sys.argv[2]})\n"
+        "print('ready', flush=True); sys.stdin.readline()\n"
+        "with app.app_context(): print(next(totp._key_texts()).decode())\n"
+    )
+    command = [sys.executable, "-c", script, str(instance), settings["REDIS_URL"]]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "text": True}
+    workers = [subprocess.Popen(command, **pipes) for _ in range(8)]
+    for worker in workers:
+        assert worker.stdout.readline() == "ready\n"
+    for worker in workers:  # all at once
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    keys = {worker.communicate(timeout=60)[0].strip() for worker in workers}
+
+    assert keys == {Path(instance, "totp.key").read_text().strip()}
+    assert sorted(path.name for path in instance.iterdir()) == ["totp.key"]  # nothing left aside
