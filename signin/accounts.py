@@ -112,12 +112,13 @@ def sign_in(
     try:
         with checking():
             user, verified = _checked(username, password)
+        user_id, name = user.id, user.username  # read once: a commit from here on expires the row
         if verified[2]:
-            _second_factor(user, otp)
-        issued = token_store().issue(user.id, user.username, client_id, scope, address=address, user_agent=user_agent)
+            _second_factor(user_id, name, otp)
+        issued = token_store().issue(user_id, name, client_id, scope, address=address, user_agent=user_agent)
         # The hash took a while: a password set, a user disabled or TOTP turned on meanwhile
         # may have ended the user's sessions before this one existed.
-        if _credentials(user.id) != verified:
+        if _credentials(user_id) != verified:
             token_store().revoke_session(issued.session)
             raise AuthenticationFailed("credentials_changed")
     except MfaRequired:
@@ -126,7 +127,7 @@ def sign_in(
     except AuthenticationFailed as failure:
         audit.record(Event.SIGNIN, Outcome.FAILURE, reason=failure.reason, username=username, client_id=client_id)
         raise
-    _rehash(user.id, verified[0], password)
+    _rehash(user_id, verified[0], password)
     session = issued.session
     audit.record(Event.SIGNIN, Outcome.SUCCESS, **audit.about(session))
     for evicted in issued.evicted:
@@ -134,17 +135,17 @@ def sign_in(
     return issued
 
 
-def _second_factor(user: User, otp: str | None) -> None:
-    """Accept a current, unused TOTP code or an unused recovery code of ``user``, or raise."""
+def _second_factor(user_id: int, username: str, otp: str | None) -> None:
+    """Accept a current, unused TOTP code or an unused recovery code of the user, or raise."""
     if not otp:
         raise MfaRequired()
-    factor = db.session.get(TotpFactor, user.id)
+    factor = db.session.get(TotpFactor, user_id)
     if factor is None or not factor.confirmed:
         raise AuthenticationFailed("credentials_changed")
-    if _code_accepted(user.id, factor, otp):
+    if _code_accepted(user_id, factor, otp):
         return
-    if _recovery_code_used(user.id, otp):
-        audit.record(Event.RECOVERY_CODE_USED, Outcome.SUCCESS, username=user.username)
+    if _recovery_code_used(user_id, otp):
+        audit.record(Event.RECOVERY_CODE_USED, Outcome.SUCCESS, username=username)
         return
     raise AuthenticationFailed("bad_code")
 

@@ -103,7 +103,9 @@ class EmbeddedRedis:
             )
         self._users: int | None = None  # our descriptor of redis.lock, held shared while we use the server
         self._owner = 0  # the process that holds it
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held while finding or starting the server
+        self._revival = threading.Lock()  # held while deciding whether to revive it
+        self._reviving = False
         self._last_revival = 0.0
 
     @property
@@ -154,17 +156,28 @@ class EmbeddedRedis:
             self._start()
 
     def revive(self) -> None:
-        """Bring a dead server back, at most once a second; for a request that could not reach it."""
-        now = time.monotonic()
-        if now - self._last_revival < REVIVE_INTERVAL or self._users is None:
-            return
-        self._last_revival = now
+        """Bring a dead server back in the background, one try at a time, at most once a second.
+
+        For a request that could not reach it, and answers 503 at once: a
+        start can take seconds (its file to load, another process starting it).
+        """
+        with self._revival:
+            now = time.monotonic()
+            if self._reviving or self._users is None or now - self._last_revival < REVIVE_INTERVAL:
+                return
+            self._reviving, self._last_revival = True, now
+        threading.Thread(target=self._revive, name="signin-embedded-redis-revival", daemon=True).start()
+
+    def _revive(self) -> None:
         try:
             self.ensure_running()
         except EmbeddedUnavailable as unavailable:
             log.warning("embedded Redis: %s", unavailable)
         else:
             log.info("embedded Redis answering at %s", self.socket)
+        finally:
+            with self._revival:
+                self._reviving = False
 
     @contextlib.contextmanager
     def _starting(self) -> Iterator[None]:
@@ -265,7 +278,7 @@ class EmbeddedRedis:
         fcntl.flock(users, fcntl.LOCK_SH | fcntl.LOCK_NB)
         os.close(inherited)
         self._users, self._owner = users, os.getpid()
-        self._lock = threading.Lock()
+        self._lock, self._revival, self._reviving = threading.Lock(), threading.Lock(), False
 
 
 _joined: dict[Path, EmbeddedRedis] = {}

@@ -163,6 +163,14 @@ class WeakPassword(APIError):
         super().__init__(details={"reasons": reasons})
 
 
+class NoSuchSession(APIError):
+    """The session is not a live session of the bearer's user: another user's is no different."""
+
+    status_code = 404
+    error = "not_found"
+    description = "There is no such session."
+
+
 class InvalidToken(APIError):
     """The bearer token is missing, unknown, expired or revoked."""
 

@@ -35,7 +35,6 @@ from signin.account.schemas import (
     TotpEnrolSchema,
     scope_pattern,
 )
-from signin.account.self_service import NoSuchSession
 from signin.errors import ErrorSchema
 from signin.health import HealthSchema, NotReadySchema, ReadinessSchema
 from signin.parsing import FORM
@@ -175,7 +174,7 @@ HEADERS = {
 FAILURES = {
     "weak_password": errors.WeakPassword(["too_short", "common"]),
     "wrong_current_password": errors.WrongCurrentPassword(),
-    "no_such_session": NoSuchSession(),
+    "no_such_session": errors.NoSuchSession(),
     "wrong_code": errors.WrongCode(),
     "wrong_password_or_code": errors.WrongPasswordOrCode(),
 } | {

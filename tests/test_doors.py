@@ -12,6 +12,7 @@ write.
 from __future__ import annotations
 
 import configparser
+import fcntl
 import os
 import re
 import shlex
@@ -294,6 +295,24 @@ def test_a_killed_embedded_redis_comes_back_without_a_restart(scratch):
         assert back < 5
         assert workers(server) == before
         assert embedded_redis_pids(instance) == [recorded_redis_pid(instance)] != [redis_pid]
+
+
+def test_requests_that_find_the_embedded_redis_dead_answer_at_once_while_it_is_started_again(scratch):
+    with SigninServe(instance_env(scratch)) as server:
+        instance = instance_of(server)
+        token = sign_in(server)["access_token"]
+        os.kill(recorded_redis_pid(instance), signal.SIGKILL)
+        wait_for(lambda: not embedded_redis_pids(instance), 5, "the embedded Redis killed")
+        # Another process is slow to start it: the revival waits for that, no request does.
+        starting = os.open(instance / embedded.START_LOCK, os.O_RDWR)
+        fcntl.flock(starting, fcntl.LOCK_EX)
+        try:
+            statuses = [server.call("GET", ME, token=token, timeout=3)[0] for _ in range(2 * ROUND)]
+        finally:
+            os.close(starting)
+
+        assert set(statuses) == {503}
+        wait_for(lambda: server.call("GET", ME, token=token)[0] == 200, 5, "the embedded Redis back")
 
 
 def test_two_servers_and_a_command_share_one_redis_and_the_last_to_stop_stops_it(scratch):

@@ -9,7 +9,7 @@ from signin.account.schemas import PasswordChangeSchema, TotpConfirmSchema, Totp
 from signin.account.views import bp, no_content
 from signin.auth import require_token
 from signin.errors import (
-    APIError,
+    NoSuchSession,
     TotpAlreadyEnabled,
     WeakPassword,
     WrongCode,
@@ -21,14 +21,6 @@ from signin.throttle import credentials_refused, throttle_reauthentication
 
 PASSWORD_CHANGE = PasswordChangeSchema()
 TOTP_ENROL, TOTP_CONFIRM, TOTP_DISABLE = TotpEnrolSchema(), TotpConfirmSchema(), TotpDisableSchema()
-
-
-class NoSuchSession(APIError):
-    """The session is not a live session of the bearer's user: another user's is no different."""
-
-    status_code = 404
-    error = "not_found"
-    description = "There is no such session."
 
 
 @bp.post("/password/")

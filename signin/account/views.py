@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, g, request
 
-from signin import accounts, audit
+from signin import accounts, audit, sessions
 from signin.account.schemas import RefreshSchema, SigninSchema, SignoutSchema, TokenRequestSchema, grant
 from signin.auth import require_service, require_token, token_store
 from signin.errors import InvalidGrant, MfaRequired
@@ -107,12 +105,11 @@ def signout() -> Response:
 def me() -> dict:
     """Describe the bearer's session, from the token record alone."""
     session: Session = g.session
-    expires_at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session.expires_at))
     return {
         "username": session.username,
         "client_id": session.client_id,
         "scope": session.scope,
-        "expires_at": expires_at,
+        "expires_at": sessions.rfc3339(session.expires_at),
     }
 
 
