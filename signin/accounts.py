@@ -273,16 +273,18 @@ def revoke(user: User) -> int:
 def delete(user: User) -> int:
     """Remove a user, and end every session they have; return how many.
 
-    The row first, then the sessions: a sign-in that checked again before the
-    row went has its session by then, and is ended with the rest; one that
-    checks after finds the user gone. Ids are never reused, so nothing left
-    under this one can ever name another user.
+    Disabled first, then the sessions ended, then the row: a sign-in that
+    checked again before the disable has its session by then, and is ended
+    with the rest; one that checks after is refused. Should Redis fail, the
+    user stays, disabled, for the delete to be run again.
     """
     user_id, username = user.id, user.username
+    user.is_active = False
+    db.session.commit()
+    ended = token_store().revoke_user(user_id)
     _forget_totp(user_id)
     db.session.delete(user)
     db.session.commit()
-    ended = token_store().revoke_user(user_id)
     audit.record(Event.USER_DELETED, Outcome.SUCCESS, username=username, sessions_ended=ended)
     return ended
 

@@ -166,7 +166,11 @@ class EmbeddedRedis:
             if self._reviving or self._users is None or now - self._last_revival < REVIVE_INTERVAL:
                 return
             self._reviving, self._last_revival = True, now
-        threading.Thread(target=self._revive, name="signin-embedded-redis-revival", daemon=True).start()
+        try:
+            threading.Thread(target=self._revive, name="signin-embedded-redis-revival", daemon=True).start()
+        except RuntimeError:  # no thread to be had (the interpreter exiting, a thread limit): a later request tries
+            with self._revival:
+                self._reviving = False
 
     def _revive(self) -> None:
         try:

@@ -52,7 +52,8 @@ class User(Model):
     """Someone who signs in; matched by ``username_key``, never by raw name."""
 
     __tablename__ = "users"
-    # SQLite would otherwise give a deleted user's id to the next one, and with it whatever still named it.
+    # SQLite would otherwise give a deleted user's id to the next one, and with it whatever still named it
+    # (a table made by init-db before this setting keeps doing so; a delete ends the sessions first, though).
     __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)

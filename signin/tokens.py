@@ -44,6 +44,7 @@ import base64
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import threading
@@ -327,7 +328,8 @@ class TokenStore:
         self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
         # Rotations whose answer was lost, not yet known undone: (ref, presented digest, new refresh digest).
-        self._pending_undos: set[tuple[str, str, str]] = set()
+        # Lost rotations' undos (ref, presented, refresh): until done, and a while after (see _undo_later).
+        self._undos: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -445,13 +447,15 @@ class TokenStore:
         if not outcome:
             self._refuse(Session.load(ref, value), presented, now_ms)
         old, new = (Session.load(ref, value), Session.load(ref, (written or [value])[0]))
-        if replicated and (outcome == 2 or self._index_score(new) != self._index_score(old)):
+        # After an undo, whose own move of the index entry may have been lost, the entry is moved, or put back.
+        undone = bool(old.cancelled_digest)
+        if replicated and (outcome == 2 or undone or self._index_score(new) != self._index_score(old)):
             try:
                 with self.redis.pipeline(transaction=False) as pipe:
-                    self._reindex(pipe, new)
+                    self._reindex(pipe, new, restore=undone)
                     self._wait(pipe)
                     replicated = self._replicated(pipe.execute())
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+            except redis.exceptions.RedisError:  # lost, or refused (a failover, full): never to reach the client
                 self._undo_later(ref, presented, digests[1])  # rotated, but the client will not hear of it
                 raise
         if not replicated:
@@ -460,7 +464,11 @@ class TokenStore:
             if outcome == 1:
                 self.redis.eval(COMPARE_AND_SET, 1, key, written[0], value, self._ttl(old))
             else:
-                self._undo(ref, presented, digests[1])
+                try:
+                    self._undo(ref, presented, digests[1])
+                except redis.exceptions.RedisError:
+                    self._undo_later(ref, presented, digests[1])
+                    raise
             raise NotReplicated()
         selector = refresh_token.split(".")[0]
         return IssuedTokens(f"{selector}.{access}", f"{selector}.{refresh}", new.expires_at - now, new)
@@ -494,38 +502,49 @@ class TokenStore:
         """Undo, in the background, a rotation whose answer was lost (``_undo``).
 
         Sent at once, past the breaker: unanswered, it still waits in Redis's
-        socket and runs when Redis wakes. Until it is known done, a retry of the
-        same token in this process does it first (``_undone_now``).
+        socket and runs when Redis wakes. Until it is known done, and for
+        UNDO_PATIENCE after (a retry whose rotation met the spent token just
+        before it), a retry of the same token in this process does it first
+        (``_undone_now``).
         """
         pending = (ref, presented, refresh)
         with self._lock:
-            self._pending_undos.add(pending)
+            now = time.monotonic()
+            self._undos = {undo: kept for undo, kept in self._undos.items() if kept > now}
+            self._undos[pending] = math.inf
 
         def undo() -> None:
             deadline = time.monotonic() + UNDO_PATIENCE
-            while time.monotonic() < deadline and pending in self._pending_undos:
+            while pending in self._undos:
                 try:
                     with unguarded():
                         self._undo(*pending)
-                except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
-                    # Sent but unanswered still lands once Redis wakes; sending again is harmless.
+                except redis.exceptions.RedisError:
+                    # Sent but unanswered still lands once Redis wakes, a refusal (full, read-only) passes;
+                    # sending again is harmless.
+                    if time.monotonic() >= deadline:
+                        log.warning("a lost rotation could not be undone: its refresh token stays spent")
+                        return
                     time.sleep(UNDO_INTERVAL)
                     continue
                 with self._lock:
-                    self._pending_undos.discard(pending)
+                    if pending in self._undos:
+                        self._undos[pending] = time.monotonic() + UNDO_PATIENCE
                 return
-            if pending in self._pending_undos:
-                log.warning("a lost rotation could not be undone: its refresh token stays spent")
 
         threading.Thread(target=undo, name="signin-undo-rotation", daemon=True).start()
 
     def _undone_now(self, ref: str, presented: str) -> bool:
-        """Undo the lost rotations of ``presented`` pending in this process, now; tell whether there were any."""
+        """Undo the lost rotations of ``presented`` this process knows of, now; tell whether there were any.
+
+        One done already is done again, harmlessly; one that cannot be done stays for its next retry.
+        """
         with self._lock:
-            undos = {pending for pending in self._pending_undos if pending[:2] == (ref, presented)}
-            self._pending_undos -= undos
+            undos = [pending for pending in self._undos if pending[:2] == (ref, presented)]
         for pending in undos:
             self._undo(*pending)
+            with self._lock:
+                self._undos.pop(pending, None)
         return bool(undos)
 
     def revoke_session(self, session: Session) -> None:

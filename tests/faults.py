@@ -62,12 +62,18 @@ class DroppingProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            if self._refusing:
+            server = None if self._refusing else self._connect()
+            if server is None:  # refusing, or the server is down: the client sees its connection closed
                 client.close()
                 continue
-            server = socket.create_connection((HOST, self.target_port))
             threading.Thread(target=self._pipe, args=(client, server, False), daemon=True).start()
             threading.Thread(target=self._pipe, args=(server, client, True), daemon=True).start()
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            return socket.create_connection((HOST, self.target_port))
+        except OSError:
+            return None
 
     def _pipe(self, source: socket.socket, sink: socket.socket, replies: bool) -> None:
         with contextlib.suppress(OSError):

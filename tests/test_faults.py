@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import redis.exceptions
 
-from signin import create_app
+from signin import accounts as signin_accounts
+from signin import create_app, tokens
 from signin.auth import token_store
 from signin.extensions import db
+from signin.models import User
 from signin.redis_client import client_from_url
 from signin.tokens import RefreshRejected, TokenStore
 from tests.conftest import PASSWORD, SIGNIN, Accounts, Clock, assert_unavailable
 from tests.faults import DroppingProxy, stalled
-from tests.servers import RedisServer, free_port
+from tests.servers import HOST, RedisServer, free_port
 
 DAY = 86400
 ME = "/api/v2/account/me/"
@@ -50,6 +55,28 @@ def test_redis_down_is_503_and_recovers_by_itself(client, accounts, alice, redis
     redis_server.start()
     assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 200
     assert client.get("/readyz").status_code == 200
+
+
+def test_a_delete_that_cannot_reach_redis_leaves_the_user_disabled_to_be_deleted_again(make_app, redis_server):
+    with DroppingProxy(redis_server.port) as proxy:
+        app = make_app({"REDIS_URL": proxy.url})
+        client = app.test_client()
+        accounts = Accounts(app, client)
+        accounts.create("alice")
+        token = accounts.signin()
+        proxy.refuse_connections()
+        app.extensions["redis"].client.connection_pool.disconnect()
+
+        with app.app_context(), pytest.raises(redis.exceptions.ConnectionError):
+            signin_accounts.delete(User.find("alice"))
+
+        proxy.refuse_connections(False)
+        assert client.get(ME, headers=accounts.bearer(token)).status_code == 200  # Redis never heard of it
+        assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 401
+        with app.app_context():
+            assert signin_accounts.delete(User.find("alice")) == 1
+            assert User.find("alice") is None
+        assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
 
 
 def test_redis_down_with_throttling_on_is_503(make_app, redis_server):
@@ -271,6 +298,94 @@ def test_a_refresh_whose_connection_died_before_its_index_entry_moved_succeeds_w
         clock.now += 2 * DAY
         store.issue(1, "alice", "signin", "read")
         assert store.revoke_user(1) == 2
+        store.redis.close()
+
+
+class HeldThreads:
+    """Stands for the token store's ``threading``: the background undos it starts wait until ``run``."""
+
+    def __init__(self) -> None:
+        self.targets: list[Callable[[], None]] = []
+
+    def Thread(self, target: Callable[[], None], **_: object) -> SimpleNamespace:
+        return SimpleNamespace(start=lambda: self.targets.append(target))
+
+    def run(self) -> None:
+        for target in self.targets:
+            target()
+
+
+def _retry_loses_its_undos_index_move(proxy: DroppingProxy, clock: Clock, held: HeldThreads) -> tuple[TokenStore, str]:
+    """Lose a late refresh (``_refresh_lost_late_in_life``), its background undo held back; then the
+    answer of the undo that the client's retry does first, and with it the undo's move of the index entry."""
+    store, refresh_token = _refresh_lost_late_in_life(proxy, clock, replies_passed=0)
+    assert len(held.targets) == 1
+    store.redis.ping()  # a connection again, so that the replies counted are the retry's
+    proxy.drop_next_reply(after=1)  # the retry's rotation answers (refused: spent); its undo runs, unanswered
+    proxy.refuse_connections()
+    with pytest.raises(redis.exceptions.ConnectionError):
+        store.rotate(refresh_token)
+    proxy.refuse_connections(False)
+    return store, refresh_token
+
+
+@pytest.fixture
+def held(monkeypatch) -> HeldThreads:
+    held = HeldThreads()
+    monkeypatch.setattr(tokens, "threading", SimpleNamespace(Thread=held.Thread, Lock=threading.Lock))
+    return held
+
+
+def test_the_next_rotation_after_an_undo_whose_index_move_was_lost_puts_the_entry_right(redis_server, held):
+    clock = Clock()
+    with DroppingProxy(redis_server.port) as proxy:
+        store, refresh_token = _retry_loses_its_undos_index_move(proxy, clock, held)
+
+        rotated = store.rotate(refresh_token)
+        clock.now += 2 * DAY  # past the sign-in's first expiry
+        store.issue(1, "alice", "signin", "read")  # a write that drops the index's expired entries
+
+        assert proxy.dropped == 2
+        assert store.revoke_user(1) == 2
+        assert store.resolve(rotated.access_token) is None
+        store.redis.close()
+
+
+def test_an_undo_whose_index_move_was_lost_is_done_again_in_the_background(redis_server, held):
+    clock = Clock()
+    with DroppingProxy(redis_server.port) as proxy:
+        store, refresh_token = _retry_loses_its_undos_index_move(proxy, clock, held)
+
+        held.run()
+        clock.now += 2 * DAY
+        store.issue(1, "alice", "signin", "read")
+
+        assert store.revoke_user(1) == 2
+        with pytest.raises(RefreshRejected):
+            store.rotate(refresh_token)  # ended with the rest
+        store.redis.close()
+
+
+def test_a_rotation_whose_index_move_redis_refuses_is_undone(redis_server, held):
+    # Redis runs the rotation, then refuses to move the index entry: here for want of permission, after a
+    # failover (READONLY) or at maxmemory (OOM) alike. The client hears an error: its token must work again.
+    clock = Clock()
+    with redis_server.client() as admin:
+        admin.acl_setuser("signin", enabled=True, passwords=["+secret"], keys=["*"], commands=["+@all"])
+        store = TokenStore(
+            client_from_url(f"redis://signin:secret@{HOST}:{redis_server.port}/0", 1.0), prefix="acl:", clock=clock
+        )
+        issued = store.issue(1, "alice", "signin", "read")
+        clock.now += 6 * DAY  # late in the refresh token's life: its rotation moves the index entry
+        admin.acl_setuser("signin", reset_keys=True, keys=["acl:s:*"])
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            store.rotate(issued.refresh_token)
+        admin.acl_setuser("signin", reset_keys=True, keys=["*"])
+
+        held.run()
+        rotated = store.rotate(issued.refresh_token)
+
+        assert store.resolve(rotated.access_token) == rotated.session
         store.redis.close()
 
 
