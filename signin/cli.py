@@ -187,7 +187,12 @@ def delete(name: str, yes: bool) -> None:
     username = user.username
     if not yes:
         click.confirm(f"Delete {username!r} and end every session they have?", abort=True)
-    ended = accounts.delete(user)
+    try:
+        ended = accounts.delete(user)
+    except REDIS_OUTAGES as outage:
+        raise OneLine(
+            f"Redis cannot be reached ({type(outage).__name__}): {username!r} is disabled, not deleted; run it again"
+        ) from None
     click.echo(f"Deleted {username!r}; ended {ended} session(s).")
 
 

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import pytest
 import redis.exceptions
 
-from signin import accounts as signin_accounts
 from signin import create_app, tokens
 from signin.auth import token_store
 from signin.extensions import db
@@ -67,14 +66,18 @@ def test_a_delete_that_cannot_reach_redis_leaves_the_user_disabled_to_be_deleted
         proxy.refuse_connections()
         app.extensions["redis"].client.connection_pool.disconnect()
 
-        with app.app_context(), pytest.raises(redis.exceptions.ConnectionError):
-            signin_accounts.delete(User.find("alice"))
+        refused = app.test_cli_runner().invoke(args=["users", "delete", "alice", "--yes"])
+        assert (refused.exit_code, refused.output) == (
+            1,
+            "Error: Redis cannot be reached (ConnectionError): 'alice' is disabled, not deleted; run it again\n",
+        )
 
         proxy.refuse_connections(False)
         assert client.get(ME, headers=accounts.bearer(token)).status_code == 200  # Redis never heard of it
         assert client.post(SIGNIN, json={"username": "alice", "password": PASSWORD}).status_code == 401
+        deleted = app.test_cli_runner().invoke(args=["users", "delete", "alice", "--yes"])
+        assert deleted.output.endswith("Deleted 'alice'; ended 1 session(s).\n")
         with app.app_context():
-            assert signin_accounts.delete(User.find("alice")) == 1
             assert User.find("alice") is None
         assert client.get(ME, headers=accounts.bearer(token)).status_code == 401
 
