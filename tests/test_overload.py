@@ -234,13 +234,35 @@ def test_a_request_with_both_content_length_and_transfer_encoding_is_answered_th
     assert not plain_closed
 
 
+def test_a_204_keeps_its_connection_open(redis_server, tmp_path):
+    env = prepared_env(tmp_path, redis_server.url)
+    with SigninServe(env) as server:
+        token = sign_in(server)["access_token"]
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            signout = f"POST /api/v2/account/signout/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            sock.sendall(signout.encode() + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            answers = b""
+            while answers.count(b"HTTP/1.1 ") < 2 or not answers.endswith(b"}\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answers += chunk
+        closing, closing_closed = raw_exchange(server.port, f"{signout[:-2]}Connection: close\r\n\r\n".encode())
+
+    signed_out, healthz = answers.split(b"HTTP/1.1 ")[1:]
+    assert signed_out.startswith(b"204 ") and b"Connection: close" not in signed_out
+    assert healthz.startswith(b"200 ")
+    assert closing.startswith(b"HTTP/1.1 401 ")  # signed out already; the client's own close stands
+    assert closing_closed
+
+
 def test_waitress_own_answers_are_the_apis_json(redis_server, tmp_path):
     env = prepared_env(tmp_path, redis_server.url)
     with SigninServe(env) as server:
         answer, closed = raw_exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: x1\r\n\r\n")
 
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
-    assert answer.endswith(b'{"error":"invalid_request","error_description":"Content-Length is invalid"}\n')
+    assert answer.endswith(b'{"error":"invalid_request","error_description":"Content-Length is invalid."}\n')
     assert b"Content-Type: application/json" in answer
     assert closed
 
