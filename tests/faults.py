@@ -48,6 +48,8 @@ class DroppingProxy:
 
     def close(self) -> None:
         self._closing = True
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept; closing alone would not
         self.listener.close()
 
     def __enter__(self) -> Self:
