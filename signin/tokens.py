@@ -327,8 +327,8 @@ class TokenStore:
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
         self.clock = clock
-        # Rotations whose answer was lost, not yet known undone: (ref, presented digest, new refresh digest).
-        # Lost rotations' undos (ref, presented, refresh): until done, and a while after (see _undo_later).
+        # Undos of rotations whose answer was lost, (ref, presented digest, new refresh digest), each
+        # with when to forget it: kept until done, and a while after (see _undo_later).
         self._undos: dict[tuple[str, str, str], float] = {}
         self._lock = threading.Lock()
 
