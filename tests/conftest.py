@@ -16,7 +16,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from flask import Flask
@@ -194,22 +194,21 @@ class Accounts:
         return {"Authorization": f"Bearer {token['access_token']}"}
 
 
-class SignInLoop:
-    """Threads signing a user in again and again for the block; ``tokens`` holds every pair they got."""
+class Repeating:
+    """Threads each doing ``step`` again and again for the block; stopped and joined when it ends."""
 
-    def __init__(self, app: Flask, threads: int = 6, username: str = "alice", password: str = PASSWORD) -> None:
-        self.app, self.body = app, {"username": username, "password": password}
-        self.tokens: list[dict[str, str]] = []
+    def __init__(self, threads: int) -> None:
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run) for _ in range(threads)]
+        self._threads = [threading.Thread(target=self._repeat, daemon=True) for _ in range(threads)]
 
-    def _run(self) -> None:
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def _repeat(self) -> None:
         while not self._stop.is_set():
-            response = self.app.test_client().post(SIGNIN, json=self.body)
-            if response.status_code == 200:
-                self.tokens.append(response.get_json()["token"])
+            self.step()
 
-    def __enter__(self) -> SignInLoop:
+    def __enter__(self) -> Self:
         for thread in self._threads:
             thread.start()
         return self
@@ -217,7 +216,21 @@ class SignInLoop:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join()
+            thread.join(30)
+
+
+class SignInLoop(Repeating):
+    """Threads signing a user in again and again for the block; ``tokens`` holds every pair they got."""
+
+    def __init__(self, app: Flask, threads: int = 6, username: str = "alice", password: str = PASSWORD) -> None:
+        super().__init__(threads)
+        self.app, self.body = app, {"username": username, "password": password}
+        self.tokens: list[dict[str, str]] = []
+
+    def step(self) -> None:
+        response = self.app.test_client().post(SIGNIN, json=self.body)
+        if response.status_code == 200:
+            self.tokens.append(response.get_json()["token"])
 
 
 @pytest.fixture

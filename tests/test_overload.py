@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import socket
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from signin import embedded
-from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts, assert_unavailable
+from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts, Repeating, assert_unavailable
 from tests.faults import stalled
 from tests.servers import HOST, RedisServer, SigninServe, http_call, instance_env
 
@@ -45,31 +44,20 @@ def timed(call) -> tuple[float, object]:
     return time.monotonic() - started, result
 
 
-class Load:
+class Load(Repeating):
     """Threads sending one kind of request again and again until stopped; what each got, and how long it took."""
 
     def __init__(self, threads: int, send) -> None:
+        super().__init__(threads)
+        self.send = send
         self.answers: list[tuple[float, int]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(send,), daemon=True) for _ in range(threads)]
 
-    def _run(self, send) -> None:
-        while not self._stop.is_set():
-            try:
-                seconds, status = timed(send)
-            except OSError:
-                seconds, status = 0.0, 0
-            self.answers.append((seconds, status))
-
-    def __enter__(self) -> Load:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(30)
+    def step(self) -> None:
+        try:
+            seconds, status = timed(self.send)
+        except OSError:
+            seconds, status = 0.0, 0
+        self.answers.append((seconds, status))
 
 
 def test_redis_6_2_refusing_writes_inside_scripts_is_503(make_app):
