@@ -103,14 +103,19 @@ def _timed_out(error: BaseException) -> bool:
     return any(words in str(error) for words in TIMED_OUT)
 
 
+def _entered(breaker: Breaker) -> bool:
+    """Enter ``breaker`` (see ``Breaker.enter``), or, while it rests the database, raise as SQLAlchemy would."""
+    try:
+        return breaker.enter()
+    except Resting:
+        raise sqlalchemy.exc.OperationalError("", None, Resting("the database timed out lately")) from None
+
+
 def guard(engine: Engine, breaker: Breaker, watchdog: Watchdog) -> None:
     """Put the breaker and the watchdog in the path of everything ``engine`` sends the database."""
 
     def enter(conn: Any) -> None:
-        try:
-            conn.info["breaker_trying"] = breaker.enter()
-        except Resting:
-            raise sqlalchemy.exc.OperationalError("", None, Resting("the database timed out lately")) from None
+        conn.info["breaker_trying"] = _entered(breaker)
         watchdog.arm(conn.connection.dbapi_connection)
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -147,19 +152,13 @@ def guard(engine: Engine, breaker: Breaker, watchdog: Watchdog) -> None:
         @event.listens_for(engine, "do_connect")
         def connecting(dialect: Any, record: Any, cargs: Any, cparams: Any) -> None:
             # Not even a new connection to a database that is resting: connecting waits 2 s at least.
-            try:
-                breaker.left(breaker.enter())
-            except Resting:
-                raise sqlalchemy.exc.OperationalError("", None, Resting("the database timed out lately")) from None
+            breaker.left(_entered(breaker))
 
         @event.listens_for(engine, "checkout")
         def ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
             # SQLAlchemy's pessimistic-disconnect recipe, watched: a connection that
             # does not answer is replaced (the pool tries a new one), never waited on.
-            try:
-                breaker.left(breaker.enter())
-            except Resting:
-                raise sqlalchemy.exc.OperationalError("", None, Resting("the database timed out lately")) from None
+            breaker.left(_entered(breaker))
             watchdog.arm(dbapi_connection)
             try:
                 with dbapi_connection.cursor() as cursor:
