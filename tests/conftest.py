@@ -32,11 +32,8 @@ from signin.extensions import db
 from signin.models import User, username_key
 from signin.passwords import hash_password
 from signin.redis_client import client_from_url
-from tests.servers import RedisCluster
+from tests.servers import FAST_METHOD, PASSWORD, RedisCluster
 
-# Cheap on purpose: hashing cost is tested where it matters, not everywhere.
-FAST_METHOD = "pbkdf2:sha256:1000"
-PASSWORD = "correct horse battery staple"
 SIGNIN = "/api/v2/account/signin/"
 UNAVAILABLE = {
     "error": "temporarily_unavailable",
