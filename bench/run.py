@@ -941,7 +941,7 @@ class Bench:
         memory = few_db.info("memory")["used_memory"]
         token = self.sign_in()["access_token"]
         key = f"{DEFAULTS['SIGNIN_REDIS_PREFIX']}s:{session_ref(token.split('.')[0])}"
-        many_db.set(key, few_db.get(key), px=few_db.pttl(key))
+        few_db.copy(key, key, destination_db="1")  # with its TTL
         me = Request("GET", f"{API}/me/", headers={"Authorization": f"Bearer {token}"})
         pairs = []
         try:

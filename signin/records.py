@@ -1,11 +1,19 @@
 """The session record as Redis stores it, named once for Python and for the Lua scripts alike.
 
-A session is one JSON array under ``<prefix>s:<ref>``, its fields in the order
-of ``Session`` (``ref``, the key's own name, is not stored). Python reads and
-writes it with ``Session.load`` and ``Session.dump``; every Lua script starts
-with ``LUA_FIELDS``, which names the same positions (``s[F.refresh_digest]``),
-so adding a field is one edit here. Trailing fields at their defaults are not
-stored: most sessions never need them, and bytes count when millions live.
+A session is one MessagePack array under ``<prefix>s:<ref>``, its fields in
+the order of ``Session`` (``ref``, the key's own name, is not stored). Python
+reads and writes it with ``Session.load`` and ``Session.dump``; every Lua script
+starts with ``LUA_RECORD``, which names the same positions
+(``s[F.refresh_digest]``) and reads and writes the same bytes with Redis's own
+``cmsgpack``, so adding a field is one edit here.
+
+Bytes count when millions of sessions live, and Redis rounds every value up to
+its allocator's next size class: MessagePack has no quotes, brackets or commas
+and writes numbers in binary, so the record of a session with a 100-character
+user agent is 209 bytes where JSON took 236 (in the 224-byte class, not the
+256), and a rotated one 241 where JSON took 275 (256, not 320). For the same
+reason trailing fields at their defaults are not stored: most sessions never
+need them. Records written by earlier versions, JSON arrays, are still read.
 
 A user's index, ``<prefix>u:<user id>``, is a sorted set of its sessions'
 ``member``s: the session's sign-in time in fixed-width hex, then its ref, so
@@ -19,12 +27,16 @@ import hashlib
 import json
 from typing import NamedTuple
 
+import msgpack
+
 # Hex digits of a sign-in time in an index member: fixed width, so members sort by time (until 2106).
 CREATED_DIGITS = 8
 # Characters of a ref (a 96-bit digest, URL-safe base64) and of a session's public id.
 REF_LENGTH = 16
 PUBLIC_ID_LENGTH = 12
 USER_AGENT_LENGTH = 200
+# How a record an earlier version wrote, a JSON array, begins; a MessagePack array never does.
+JSON_RECORD = b"["
 # Records written before sessions knew where they came from: the eight fields
 # up to refresh_digest (the sixth the access token's expiry), then maybe
 # previous_refresh_digest and rotated_at_ms.
@@ -43,8 +55,7 @@ class Session(NamedTuple):
     username: str
     client_id: str
     scope: str
-    # Times are kept as seconds from issued_at, which fit in fewer digits (Redis rounds a value up to
-    # its allocator's next size: 256 bytes, or else 320, for a record with a 100-character user agent).
+    # Times are kept as seconds from issued_at, which fit in fewer bytes.
     issued_at: int  # of the current pair
     access_lifetime: int  # of the current access token, from issued_at
     access_digest: str
@@ -59,17 +70,17 @@ class Session(NamedTuple):
     # The new refresh digest of a rotation whose answer was lost (see TokenStore.rotate): never to be applied.
     cancelled_digest: str = ""
 
-    def dump(self) -> str:
+    def dump(self) -> bytes:
         """Return the record as Redis stores it."""
         fields = list(self[1:])
         while len(fields) > REQUIRED and fields[-1] == DEFAULTS[len(fields) - 1]:
             fields.pop()
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return msgpack.packb(fields)
 
     @classmethod
-    def load(cls, ref: str, value: str) -> Session:
+    def load(cls, ref: str, value: bytes) -> Session:
         """Return the session stored under ``ref`` (an older record taken as signed in at its last rotation)."""
-        fields = json.loads(value)
+        fields = json.loads(value) if value.startswith(JSON_RECORD) else msgpack.unpackb(value)
         if len(fields) < REQUIRED:  # there, the access token's expiry was a time, not a lifetime
             fields[5] -= fields[4]
             fields[OLD_REQUIRED:OLD_REQUIRED] = [0, 0, "", ""]
@@ -110,7 +121,12 @@ LUA_RECORD = f"""
 local F = {{{", ".join(f"{name} = {i}" for i, name in enumerate(STORED, 1))}}}
 local D = {{{", ".join(f"[{i + 1}] = {json.dumps(value)}" for i, value in DEFAULTS.items())}}}
 local function load_record(value)
-  local s = cjson.decode(value)
+  local s
+  if string.sub(value, 1, 1) == {JSON_RECORD.decode()!r} then
+    s = cjson.decode(value)
+  else
+    s = cmsgpack.unpack(value)
+  end
   if #s < {REQUIRED} then
     s[F.access_lifetime] = s[F.access_lifetime] - s[F.issued_at]
     for i, field in ipairs({{0, 0, '', ''}}) do table.insert(s, {OLD_REQUIRED} + i, field) end
@@ -125,7 +141,7 @@ local function dump_record(s)
     if s[i] ~= D[i] then break end
     s[i] = nil
   end
-  return cjson.encode(s)
+  return cmsgpack.pack(s)
 end
 """
 

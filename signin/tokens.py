@@ -55,6 +55,7 @@ from typing import Any, NoReturn, cast
 
 import redis.exceptions
 from redis import Redis
+from redis.client import NEVER_DECODE
 from redis.cluster import RedisCluster
 
 from signin.breaker import RedisResting, unguarded
@@ -70,6 +71,10 @@ TOKEN_PATTERN = re.compile(r"([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})")
 # How long a lost rotation's undo keeps trying to reach Redis, and how often.
 UNDO_PATIENCE = 60.0
 UNDO_INTERVAL = 0.5
+# The option of a command whose reply holds a record: records are MessagePack, not text, so redis-py
+# hands them over as bytes instead of decoding them like every other reply (decode_responses). It is
+# the option redis-py's own DUMP sends, for the same reason.
+RAW: dict[str, object] = {NEVER_DECODE: []}
 
 # Replace a value only if it is still the one that was read.
 COMPARE_AND_SET = """
@@ -433,7 +438,7 @@ class TokenStore:
         key, digests = self._session_key(ref), (digest(access), digest(refresh))
         arguments = (presented, *digests, now, now_ms, self.access_ttl, self._lifetime(), self.refresh_ttl)
         try:
-            reply, replicated = self._write("EVAL", ROTATE, 1, key, *arguments, self.max_age)
+            reply, replicated = self._write("EVAL", ROTATE, 1, key, *arguments, self.max_age, **RAW)
         except RedisResting:
             raise  # never sent: nothing to undo
         except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
@@ -492,7 +497,7 @@ class TokenStore:
         The rotation may have made the session's key outlive its index entry,
         whose move was never sent: the entry moves (or comes back) with it.
         """
-        undone = self.redis.eval(UNDO_ROTATION, 1, self._session_key(ref), presented, refresh)
+        undone = self.redis.execute_command("EVAL", UNDO_ROTATION, 1, self._session_key(ref), presented, refresh, **RAW)
         if undone:
             with self.redis.pipeline(transaction=False) as pipe:
                 self._reindex(pipe, Session.load(ref, undone), restore=True)
@@ -587,7 +592,7 @@ class TokenStore:
             return []
         with self.redis.pipeline(transaction=False) as pipe:
             for member in members:
-                pipe.get(self._session_key(member_ref(member)))
+                pipe.execute_command("GET", self._session_key(member_ref(member)), **RAW)
             values = pipe.execute()
         now = self.clock()
         stored = [Session.load(member_ref(m), value) for m, value in zip(members, values, strict=True) if value]
@@ -614,7 +619,7 @@ class TokenStore:
         parts = _split(token)
         if parts is None:
             return None, ""
-        value = cast(str | None, self.redis.get(self._session_key(parts[0])))
+        value = cast(bytes | None, self.redis.execute_command("GET", self._session_key(parts[0]), **RAW))
         return (Session.load(parts[0], value) if value else None), parts[1]
 
     def _touch(self, session: Session, now: float) -> None:
@@ -694,12 +699,12 @@ class TokenStore:
         key, score = self._user_key(session.user_id), self._index_score(session)
         pipe.execute_command("EVAL", REINDEX, 1, key, session.member, score, session.issued_at, int(restore))
 
-    def _write(self, *command: object) -> tuple[Any, bool]:
+    def _write(self, *command: object, **options: object) -> tuple[Any, bool]:
         """Run one write command; return its reply and whether enough replicas acknowledged it."""
         if not self.min_replicas:
-            return self.redis.execute_command(*command), True
+            return self.redis.execute_command(*command, **options), True
         with self.redis.pipeline(transaction=False) as pipe:
-            pipe.execute_command(*command)
+            pipe.execute_command(*command, **options)
             self._wait(pipe)
             results = pipe.execute()
         return results[0], self._replicated(results)

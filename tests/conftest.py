@@ -32,6 +32,7 @@ from signin.extensions import db
 from signin.models import User, username_key
 from signin.passwords import hash_password
 from signin.redis_client import client_from_url
+from signin.tokens import RAW
 from tests.servers import FAST_METHOD, PASSWORD, RedisCluster
 
 SIGNIN = "/api/v2/account/signin/"
@@ -153,6 +154,27 @@ def runner(app: Flask) -> FlaskCliRunner:
 @pytest.fixture
 def redis(app: Flask) -> Redis:
     return app.extensions["redis"].client
+
+
+def stored_value(redis: Redis, key: str) -> bytes | None:
+    """Return a string key's value as Redis holds it: bytes, for a session's record is MessagePack."""
+    return redis.execute_command("GET", key, **RAW)
+
+
+def stored_text(redis: Redis, prefix: str) -> str:
+    """Return every key, string value and sorted-set member under ``prefix`` as one text, to search.
+
+    Values are read as Latin-1, a character a byte, so every string a record holds reads as written.
+    """
+    found = []
+    for key in redis.scan_iter(match=prefix + "*"):
+        kind = redis.type(key)
+        found.append(key)
+        if kind == "string":
+            found.append(stored_value(redis, key).decode("latin-1"))
+        elif kind == "zset":
+            found.extend(redis.zrange(key, 0, -1))
+    return " ".join(found)
 
 
 @pytest.fixture

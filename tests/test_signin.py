@@ -6,6 +6,7 @@ import json
 import re
 from importlib.metadata import version
 
+import msgpack
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -13,7 +14,7 @@ from signin.auth import token_store
 from signin.models import User
 from signin.passwords import hash_password
 from signin.tokens import digest, session_ref
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, Accounts, stored_text, stored_value
 
 werkzeug_version = version("werkzeug")
 
@@ -280,7 +281,7 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
     session_key = f"{prefix}s:{session_ref(selector)}"
     assert session_key in keys
     assert f"{prefix}u:{alice}" in keys
-    record = json.loads(redis.get(session_key))
+    record = msgpack.unpackb(stored_value(redis, session_key))
     issued_at = record[4]
     assert record == [
         alice,
@@ -307,9 +308,9 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
     for key in keys:
         ceiling = {"known": 30 * 86400, "u": 604800 + step + 1}.get(key.removeprefix(prefix).split(":")[0], 604800)
         assert 0 < redis.ttl(key) <= ceiling
-        stored = key + (redis.get(key) if redis.type(key) == "string" else " ".join(redis.zrange(key, 0, -1)))
-        for secret in (selector, access_verifier, refresh_verifier, PASSWORD):
-            assert secret not in stored
+    stored = stored_text(redis, prefix)
+    for secret in (selector, access_verifier, refresh_verifier, PASSWORD):
+        assert secret not in stored
 
 
 def test_ttls_follow_configuration(make_app, settings):

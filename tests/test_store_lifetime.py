@@ -10,7 +10,7 @@ import pytest
 
 from signin.records import Session, index_member
 from signin.tokens import RefreshRejected, TokenStore, digest, session_ref
-from tests.conftest import Clock
+from tests.conftest import Clock, stored_value
 
 DAY = 86400
 
@@ -146,16 +146,16 @@ def test_last_use_is_written_at_most_once_per_touch_interval(redis, prefix, cloc
     store = TokenStore(redis, prefix=prefix, touch_seconds=300, clock=clock)
     issued = store.issue(1, "u", "signin", "read")
     key = f"{prefix}s:{issued.session.ref}"
-    written = redis.get(key)
+    written = stored_value(redis, key)
 
     clock.now += 299
     assert store.resolve(issued.access_token).last_used_at == issued.session.created_at
-    assert redis.get(key) == written  # not written: the check stayed one GET
+    assert stored_value(redis, key) == written  # not written: the check stayed one GET
     clock.now += 1
     store.resolve(issued.access_token)
     store.resolve_any(issued.access_token)
 
-    stored = Session.load(issued.session.ref, redis.get(key))
+    stored = Session.load(issued.session.ref, stored_value(redis, key))
     assert stored.last_used_at == issued.session.created_at + 300
     assert stored._replace(used_after_issue=0) == issued.session
     assert 0 < redis.ttl(key) <= 604800
@@ -184,6 +184,39 @@ def test_records_and_index_entries_of_an_earlier_version_keep_working(redis, pre
     assert store.resolve(rotated.access_token).previous_refresh_digest == digest(refresh)
     assert store.revoke_user(7) == 1
     assert redis.exists(f"{prefix}s:{ref}", f"{prefix}u:7") == 0
+
+
+def test_json_records_of_the_version_before_keep_working_and_are_rewritten_as_messagepack(redis, prefix, clock):
+    store = TokenStore(redis, prefix=prefix, clock=clock, touch_seconds=300)
+    selector, access, refresh = "s" * 22, "a" * 43, "r" * 43
+    ref, now, key = session_ref(selector), int(clock.now), f"{prefix}s:{session_ref('s' * 22)}"
+    old = [
+        7,
+        "u",
+        "signin",
+        "read",
+        now,
+        604800,
+        digest(access),
+        digest(refresh),
+        0,
+        0,
+        "192.0.2.1",
+        "Lynx/2.9 (Zürich)",
+    ]
+    redis.set(key, json.dumps(old, separators=(",", ":"), ensure_ascii=False), ex=604800)
+    redis.zadd(f"{prefix}u:7", {index_member(now, ref): now + 604800})
+    expected = Session(ref, *old)
+
+    assert store.resolve(f"{selector}.{access}") == expected
+    assert store.sessions(7) == [expected]
+    clock.now += 300
+    assert store.resolve(f"{selector}.{access}") == expected  # its use noted by a script that rewrites it
+    assert stored_value(redis, key) == expected._replace(used_after_issue=300).dump()
+    rotated = store.rotate(f"{selector}.{refresh}")
+    assert stored_value(redis, key) == rotated.session.dump()
+    assert rotated.session.user_agent == "Lynx/2.9 (Zürich)"
+    assert store.revoke_user(7) == 1
 
 
 def test_an_index_member_sorts_by_sign_in_time():

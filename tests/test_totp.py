@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from signin import serving, totp
 from signin.extensions import db
 from signin.models import RecoveryCode, TotpFactor
-from tests.conftest import PASSWORD, SIGNIN, Accounts
+from tests.conftest import PASSWORD, SIGNIN, Accounts, stored_text
 
 TOTP = "/api/v2/account/totp/"
 CONFIRM = "/api/v2/account/totp/confirm/"
@@ -343,8 +343,7 @@ def test_secrets_are_encrypted_and_codes_kept_as_digests(app, client, accounts, 
         assert totp.decrypt(stored) == secret
     assert secret not in stored
     assert digests == {totp.recovery_digest(code) for code in codes}
-    in_redis = " ".join(redis.scan_iter(match=prefix + "*"))
-    in_redis += " ".join(redis.get(k) for k in redis.scan_iter(match=prefix + "*") if redis.type(k) == "string")
+    in_redis = stored_text(redis, prefix)
     logged = "\n".join(r.getMessage() for r in caplog.records)
     for value in (secret, used, *codes, *(c.replace("-", "") for c in codes)):
         assert value not in in_redis
