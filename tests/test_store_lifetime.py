@@ -189,7 +189,8 @@ def test_records_and_index_entries_of_an_earlier_version_keep_working(redis, pre
 def test_json_records_of_the_version_before_keep_working_and_are_rewritten_as_messagepack(redis, prefix, clock):
     store = TokenStore(redis, prefix=prefix, clock=clock, touch_seconds=300)
     selector, access, refresh = "s" * 22, "a" * 43, "r" * 43
-    ref, now, key = session_ref(selector), int(clock.now), f"{prefix}s:{session_ref('s' * 22)}"
+    ref, now = session_ref(selector), int(clock.now)
+    key = f"{prefix}s:{ref}"
     old = [
         7,
         "u",
