@@ -28,8 +28,10 @@ test: install
 bench: install
 	$(BIN)/python -m bench.run
 
+## ruff, and the layers kept by import-linter (the contracts are in pyproject.toml).
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports --no-logo
 
 ## Type-check the package (mypy; its settings are in pyproject.toml).
 typecheck: install

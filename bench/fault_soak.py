@@ -7,7 +7,7 @@ Each mode starts its own Redis, SQLite file and ``signin serve`` (waitress,
 ``SIGNIN_STORE_TIMEOUT`` 0.5 s), one after the other (``--mode both``):
 
 - ``embedded``: no ``REDIS_URL``; the service uses the embedded Redis of its
-  instance folder (``signin.embedded``: a unix socket, an append-only file).
+  instance folder (``signin.store.embedded``: a unix socket, an append-only file).
   Killed, it is brought back by the app itself.
 - ``tcp``: a redis-server of ``tests/servers.py`` with ``--appendonly yes
   --appendfsync everysec``, which the soak starts again after killing it.
@@ -71,7 +71,7 @@ from bench.soak import (
     report,
     run_clients,
 )
-from signin import embedded
+from signin.store import embedded
 from tests.faults import filled, memory_in_use, stop_for
 from tests.servers import RedisServer, SigninServe, http_call, wait_for
 
@@ -210,7 +210,7 @@ class TcpTarget(Target):
 
 
 class EmbeddedTarget(Target):
-    """The embedded Redis of an instance folder (signin.embedded), revived by signin serve after a kill."""
+    """The embedded Redis of an instance folder (signin.store.embedded), revived by signin serve after a kill."""
 
     mode = "embedded"
 

@@ -28,10 +28,10 @@ import redis
 from bench import ceilings, enumeration, machine, report, servers, sessions
 from bench.load import LoadResult, Request, find_wrk, run_load, run_python, run_wrk
 from bench.report import Figure, judged
-from signin import passwords
-from signin.passwords import hash_password, verify_password
+from signin.rules import passwords
+from signin.rules.passwords import hash_password, verify_password
 from signin.settings import DEFAULTS
-from signin.tokens import session_ref
+from signin.store.tokens import session_ref
 
 RESULTS = Path(__file__).with_name("results")
 API = "/api/v2/account"
@@ -877,8 +877,8 @@ class Bench:
                 raise RuntimeError(f"GET sessions for {n} sessions: {response.status}, {listed} listed")
 
     def policy(self) -> None:
-        """Time the password policy's check (signin.policy.refusals) per call, beside one password check."""
-        from signin import policy
+        """Time the password policy's check (signin.rules.policy.refusals) per call, beside one password check."""
+        from signin.rules import policy
 
         print("== password policy check", flush=True)
         policy.common_passwords.cache_clear()

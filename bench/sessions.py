@@ -14,9 +14,9 @@ import redis
 
 from bench.load import Request
 from signin import settings
-from signin.records import index_member
 from signin.settings import DEFAULTS
-from signin.tokens import IssuedTokens, TokenStore
+from signin.store.tokens import IssuedTokens, TokenStore
+from signin.store.tokens.records import index_member
 
 ISSUE_THREADS = 8
 FILL_BATCH = 20_000

@@ -258,9 +258,9 @@ def run_clients(clients: list[Client], work: Callable[[Client], None]) -> float:
 def prepare(database_url: str, redis_url: str, method: str, usernames: list[str], password: str) -> str:
     """Create the tables, the users and a service in-process; return the service's Authorization header."""
     from signin import create_app
-    from signin.accounts import create_user
-    from signin.extensions import db
-    from signin.services import add_service
+    from signin.rules.services import add_service
+    from signin.rules.users import create_user
+    from signin.store.database import db
 
     app = create_app(
         {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis_url, "SIGNIN_PASSWORD_METHOD": method}

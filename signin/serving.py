@@ -36,12 +36,13 @@ from typing import Any, TypeVar
 
 from flask import Flask, current_app
 
-from signin import audit, passwords, totp
-from signin.embedded import EmbeddedUnavailable
-from signin.errors import DATABASE_OUTAGES, REDIS_OUTAGES
-from signin.extensions import db
-from signin.models import NOT_INITIALISED, TotpFactor, database_state
+from signin.events import audit
+from signin.rules import one_time_codes, passwords
 from signin.settings import SettingError, shown
+from signin.store.database import db
+from signin.store.embedded import EmbeddedUnavailable
+from signin.store.models import NOT_INITIALISED, TotpFactor, database_state
+from signin.store.outages import DATABASE_OUTAGES, REDIS_OUTAGES
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +178,14 @@ def _check_totp_key() -> None:
         return
     if factor is None:
         return
-    if not totp.has_key():
+    if not one_time_codes.has_key():
         raise StartupError(
             "users have TOTP but there is no key to decrypt their secrets: set SIGNIN_TOTP_KEY "
-            f"or restore {os.path.join(current_app.instance_path, totp.KEY_FILE)}"
+            f"or restore {os.path.join(current_app.instance_path, one_time_codes.KEY_FILE)}"
         )
     try:
-        totp.decrypt(factor.secret)
-    except totp.InvalidToken:
+        one_time_codes.decrypt(factor.secret)
+    except one_time_codes.InvalidToken:
         raise StartupError("no key in SIGNIN_TOTP_KEY (or the instance's totp.key) decrypts the TOTP secrets") from None
 
 

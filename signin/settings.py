@@ -76,7 +76,7 @@ def _rate_limits(text: str) -> str:
 
 
 def _password_method(text: str) -> str:
-    """Accept what ``signin.passwords.hash_password`` can hash with, as werkzeug and argon2-cffi parse it."""
+    """Accept what ``signin.rules.passwords.hash_password`` can hash with, as werkzeug and argon2-cffi parse it."""
     name, *parameters = text.split(":")
     if name == "pbkdf2" and parameters and parameters[0] not in hashlib.algorithms_guaranteed:
         raise ValueError(text)

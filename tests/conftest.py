@@ -26,13 +26,13 @@ from redis.cluster import RedisCluster as ClusterClient
 from sqlalchemy import Connection, Engine, create_engine, event
 
 from signin import create_app
-from signin.accounts import UsernameTaken
-from signin.embedded import EmbeddedRedis
-from signin.extensions import db
-from signin.models import User, username_key
-from signin.passwords import hash_password
-from signin.redis_client import client_from_url
-from signin.tokens import RAW
+from signin.rules.passwords import hash_password
+from signin.rules.refusals import UsernameTaken
+from signin.store.database import db
+from signin.store.embedded import EmbeddedRedis
+from signin.store.models import User, username_key
+from signin.store.redis_client import client_from_url
+from signin.store.tokens import RAW
 from tests.servers import FAST_METHOD, PASSWORD, RedisCluster
 
 SIGNIN = "/api/v2/account/signin/"

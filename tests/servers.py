@@ -30,7 +30,7 @@ import redis.cluster
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from signin import embedded
+from signin.store import embedded
 
 HOST = "127.0.0.1"
 MIN_REDIS_VERSION = (6, 2)

@@ -10,8 +10,8 @@ import unicodedata
 
 import pytest
 
-from signin import audit
-from signin.tokens import digest, session_ref
+from signin.events import audit
+from signin.store.tokens import digest, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts
 
 REFRESH = "/api/v2/account/refresh/"

@@ -13,9 +13,9 @@ from importlib.metadata import version
 
 import pytest
 
-from signin.auth import token_store
-from signin.extensions import db
-from signin.models import Service, User
+from signin.store.database import db
+from signin.store.models import Service, User
+from signin.store.tokens import token_store
 from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop
 
 ME = "/api/v2/account/me/"

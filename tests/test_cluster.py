@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from signin.tokens import TokenStore, session_ref
+from signin.store.tokens import TokenStore, session_ref
 from tests.conftest import PASSWORD, SIGNIN, Accounts, close_client
 from tests.servers import RedisCluster
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from signin import embedded
+from signin.store import embedded
 from tests.conftest import PASSWORD, SIGNIN
 from tests.servers import (
     HOST,

@@ -10,12 +10,11 @@ from types import SimpleNamespace
 import pytest
 import redis.exceptions
 
-from signin import create_app, tokens
-from signin.auth import token_store
-from signin.extensions import db
-from signin.models import User
-from signin.redis_client import client_from_url
-from signin.tokens import RefreshRejected, TokenStore
+from signin import create_app
+from signin.store.database import db
+from signin.store.models import User
+from signin.store.redis_client import client_from_url
+from signin.store.tokens import RefreshRejected, TokenStore, token_store, undo
 from tests.conftest import PASSWORD, SIGNIN, Accounts, Clock, assert_unavailable
 from tests.faults import DroppingProxy, stalled
 from tests.servers import HOST, RedisServer, free_port
@@ -185,7 +184,7 @@ def test_a_redis_error_in_a_pipeline_is_a_json_500_logged_in_redis_words_not_the
 
     assert response.status_code == 500
     assert response.get_json()["error"] == "server_error"
-    [logged] = [record for record in caplog.records if record.name == "signin.errors"]
+    [logged] = [record for record in caplog.records if record.name == "signin.web.errors"]
     assert "WRONGTYPE" in logged.getMessage()
     assert "Command #" not in caplog.text and "redis.call" not in caplog.text  # the command holds the session's digests
 
@@ -335,7 +334,7 @@ def _retry_loses_its_undos_index_move(proxy: DroppingProxy, clock: Clock, held: 
 @pytest.fixture
 def held(monkeypatch) -> HeldThreads:
     held = HeldThreads()
-    monkeypatch.setattr(tokens, "threading", SimpleNamespace(Thread=held.Thread, Lock=threading.Lock))
+    monkeypatch.setattr(undo, "threading", SimpleNamespace(Thread=held.Thread, Lock=threading.Lock))
     return held
 
 

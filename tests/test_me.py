@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import event
 
-from signin.extensions import db
+from signin.store.database import db
 
 ME = "/api/v2/account/me/"
 INVALID_TOKEN = {
@@ -74,7 +74,7 @@ def test_the_bearer_scheme_is_case_insensitive(client, accounts, alice):
 def test_an_expired_access_token_is_401(app, client, accounts, alice):
     import time
 
-    from signin.auth import token_store
+    from signin.store.tokens import token_store
 
     token = accounts.signin()
     with app.app_context():

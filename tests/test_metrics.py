@@ -8,8 +8,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from signin import create_app
-from signin.extensions import db
-from signin.services import add_service
+from signin.rules.services import add_service
+from signin.store.database import db
 from tests.conftest import PASSWORD, SIGNIN
 from tests.servers import RedisServer, free_port
 

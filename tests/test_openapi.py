@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 from openapi_schema_validator import OAS31Validator
 from openapi_spec_validator import validate
 
-from signin import create_app, openapi
-from signin.account.schemas import grant
-from signin.errors import InvalidScope
-from signin.services import add_service
+from signin import create_app
+from signin.rules.services import add_service
+from signin.web import openapi
+from signin.web.account.schemas import grant
+from signin.web.errors import InvalidScope
 from tests.conftest import PASSWORD, SIGNIN
 from tests.servers import RedisServer
 

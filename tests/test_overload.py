@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from signin import embedded
+from signin.store import embedded
 from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts, Repeating, assert_unavailable
 from tests.faults import stalled
 from tests.servers import HOST, RedisServer, SigninServe, http_call, instance_env

@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from signin import policy
-from signin.extensions import db
-from signin.models import User
-from signin.passwords import verify_password
+from signin.rules import policy
+from signin.rules.passwords import verify_password
+from signin.store.database import db
+from signin.store.models import User
 from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop
 
 PASSWORD_CHANGE = "/api/v2/account/password/"

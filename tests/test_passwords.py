@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from werkzeug.security import generate_password_hash
 
-from signin.models import User
-from signin.passwords import _dummy_hash, hash_password, needs_rehash, verify_dummy, verify_password, warm_up
+from signin.rules.passwords import _dummy_hash, hash_password, needs_rehash, verify_dummy, verify_password, warm_up
+from signin.store.models import User
 from tests.conftest import PASSWORD, SIGNIN
 
 CHEAP_ARGON2 = "argon2id:1024:1:1"
@@ -81,7 +81,7 @@ def test_after_warm_up_no_check_makes_a_hash():
 
 def test_werkzeug_hashes_move_to_argon2id_on_signin(settings, accounts):
     from signin import create_app
-    from signin.extensions import db
+    from signin.store.database import db
 
     app = create_app({**settings, "SIGNIN_PASSWORD_METHOD": CHEAP_ARGON2})
     with app.app_context():

@@ -8,7 +8,7 @@ import psycopg
 import pytest
 from sqlalchemy import text
 
-from signin.extensions import db
+from signin.store.database import db
 from tests.conftest import PASSWORD, SIGNIN, Accounts, assert_unavailable
 from tests.servers import PostgresServer
 

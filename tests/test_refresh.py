@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from signin.tokens import RefreshRejected, Session, TokenStore, digest, session_ref
+from signin.store.tokens import RefreshRejected, Session, TokenStore, digest, session_ref
 from tests.conftest import Accounts, stored_value
 
 REFRESH = "/api/v2/account/refresh/"
@@ -159,7 +159,7 @@ def test_reuse_after_the_grace_revokes_the_whole_session(make_app):
 
 
 def test_the_default_grace_is_ten_seconds(app):
-    from signin.auth import token_store
+    from signin.store.tokens import token_store
 
     with app.app_context():
         assert token_store().reuse_grace == 10

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from flask import Flask, g
 
-from signin.auth import init_app, require_token
-from signin.errors import APIError, error_response
+from signin.web.auth import init_app, require_token
+from signin.web.errors import APIError, error_response
 from tests.conftest import UNAVAILABLE, Accounts
 from tests.servers import RedisServer
 
@@ -120,3 +120,12 @@ def test_the_readme_example_answers_503_as_json_while_redis_is_down(make_app, mo
     assert response.status_code == 503
     assert response.get_json() == UNAVAILABLE
     assert response.headers["Retry-After"] == "1"
+
+
+def test_the_embedding_helpers_keep_their_address_from_before_the_layers():
+    # Apps written against signin 0.1 import them from signin.auth.
+    import signin.auth
+    import signin.web.auth
+
+    for name in ("init_app", "require_token", "require_service", "token_store"):
+        assert getattr(signin.auth, name) is getattr(signin.web.auth, name)

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from signin.auth import token_store
-from signin.extensions import db
+from signin.store.database import db
+from signin.store.tokens import token_store
 from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE, Accounts
 from tests.servers import RedisSentinelSetup
 

@@ -203,7 +203,7 @@ def test_a_revoked_token_is_dead_on_every_endpoint(client, accounts, alice, serv
 def test_a_verified_service_is_remembered_without_a_query(app, client, service):
     from sqlalchemy import event
 
-    from signin.extensions import db
+    from signin.store.database import db
 
     statements: list[str] = []
 
@@ -224,14 +224,14 @@ def test_a_verified_service_is_remembered_without_a_query(app, client, service):
 
 
 def test_a_remembered_service_expires(make_app):
-    from signin.extensions import db
+    from signin.store.database import db
 
     app = make_app({"SIGNIN_SERVICE_CACHE_SECONDS": 0})
     secret = app.test_cli_runner().invoke(args=["services", "add", "ops"]).output.strip().splitlines()[-1]
     client = app.test_client()
     assert client.post(INTROSPECT, headers=basic("ops", secret), json={"token": "x"}).status_code == 200
     with app.app_context():
-        from signin.models import Service
+        from signin.store.models import Service
 
         db.session.execute(db.delete(Service))  # removed by another process
         db.session.commit()

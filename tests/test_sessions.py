@@ -8,7 +8,7 @@ import time
 import pytest
 from redis.cluster import RedisCluster
 
-from signin.auth import token_store
+from signin.store.tokens import token_store
 from tests.conftest import PASSWORD, SIGNIN, Accounts, stored_text
 
 SESSIONS = "/api/v2/account/sessions/"

@@ -10,10 +10,9 @@ import msgpack
 import pytest
 from sqlalchemy import create_engine, text
 
-from signin.auth import token_store
-from signin.models import User
-from signin.passwords import hash_password
-from signin.tokens import digest, session_ref
+from signin.rules.passwords import hash_password
+from signin.store.models import User
+from signin.store.tokens import digest, session_ref, token_store
 from tests.conftest import PASSWORD, SIGNIN, Accounts, stored_text, stored_value
 
 werkzeug_version = version("werkzeug")
@@ -106,7 +105,7 @@ def test_usernames_match_after_nfkc_and_case_folding(client, alice, typed):
 
 
 def test_folded_usernames_are_unique(accounts, alice):
-    from signin.accounts import UsernameTaken
+    from signin.rules.refusals import UsernameTaken
 
     with pytest.raises(UsernameTaken):
         accounts.create("ＡＬＩＣＥ")
@@ -314,7 +313,7 @@ def test_tokens_are_stored_as_digests_with_ttls(accounts, alice, redis, prefix):
 
 
 def test_ttls_follow_configuration(make_app, settings):
-    from signin.auth import token_store
+    from signin.store.tokens import token_store
 
     app = make_app({"SIGNIN_ACCESS_TOKEN_TTL": 900, "SIGNIN_REFRESH_TOKEN_TTL": 3600})
     helper = Accounts(app, app.test_client())
@@ -336,7 +335,7 @@ def test_ttls_follow_configuration(make_app, settings):
 
 def test_an_old_method_hash_is_replaced_on_signin(app, client, alice):
     with app.app_context():
-        from signin.extensions import db
+        from signin.store.database import db
 
         user = db.session.get(User, alice)
         user.password_hash = hash_password(PASSWORD, "pbkdf2:sha256:500")
@@ -354,7 +353,7 @@ def test_a_rehash_the_database_cannot_write_leaves_the_sign_in_standing(make_app
     app = make_app({"SIGNIN_STORE_TIMEOUT": 0.2})
     alice = Accounts(app, app.test_client()).create("alice")
     with app.app_context():
-        from signin.extensions import db
+        from signin.store.database import db
 
         user = db.session.get(User, alice)
         user.password_hash = old = hash_password(PASSWORD, "pbkdf2:sha256:500")
@@ -376,7 +375,7 @@ def test_a_rehash_the_database_cannot_write_leaves_the_sign_in_standing(make_app
 
 def test_a_wrong_password_does_not_rehash(app, client, alice):
     with app.app_context():
-        from signin.extensions import db
+        from signin.store.database import db
 
         user = db.session.get(User, alice)
         user.password_hash = old = hash_password(PASSWORD, "pbkdf2:sha256:500")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from signin.extensions import db
+from signin.store.database import db
 from tests.servers import HOST, free_port
 
 SIGNIN = str(Path(sys.executable).with_name("signin"))

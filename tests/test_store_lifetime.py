@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from signin.records import Session, index_member
-from signin.tokens import RefreshRejected, TokenStore, digest, session_ref
+from signin.store.tokens import RefreshRejected, TokenStore, digest, session_ref
+from signin.store.tokens.records import Session, index_member
 from tests.conftest import Clock, stored_value
 
 DAY = 86400

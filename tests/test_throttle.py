@@ -185,7 +185,7 @@ def test_a_caller_claiming_a_services_name_spends_its_addresss_allowance_not_the
     ],
 )
 def test_only_limited_views_go_through_the_limiter(app, method, path, limited):
-    from signin.throttle import _no_limit_applies
+    from signin.web.throttle import _no_limit_applies
 
     with app.test_request_context(path, method=method):
         assert _no_limit_applies() is not limited

@@ -15,9 +15,10 @@ import pyotp
 import pytest
 from cryptography.fernet import Fernet
 
-from signin import serving, totp
-from signin.extensions import db
-from signin.models import RecoveryCode, TotpFactor
+from signin import serving
+from signin.rules import one_time_codes as totp
+from signin.store.database import db
+from signin.store.models import RecoveryCode, TotpFactor
 from tests.conftest import PASSWORD, SIGNIN, Accounts, stored_text
 
 TOTP = "/api/v2/account/totp/"
@@ -426,7 +427,7 @@ def test_processes_making_the_key_file_at_once_all_read_the_one_made(settings, t
     # Workers of a fresh deployment, each making the key file as it starts.
     instance = tmp_path / "fresh"
     script = (
-        "import sys; from signin import create_app, totp\n"
+        "import sys; from signin import create_app; from signin.rules import one_time_codes as totp\n"
         "app = create_app({'SIGNIN_INSTANCE_PATH': sys.argv[1], 'REDIS_URL': sys.argv[2]})\n"
         "print('ready', flush=True); sys.stdin.readline()\n"
         "with app.app_context(): print(next(totp._key_texts()).decode())\n"

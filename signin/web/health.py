@@ -1,0 +1,77 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+from marshmallow import Schema, fields, validate
+from redis.exceptions import RedisClusterException
+
+from signin.store.models import NOT_INITIALISED, database_state
+from signin.store.outages import DATABASE_OUTAGES, REDIS_OUTAGES
+from signin.store.redis_client import redis_client
+from signin.web.errors import ErrorSchema, TemporarilyUnavailable, error_response
+
+bp = Blueprint("health", __name__)
+
+STATES = ("ok", "unavailable", "not_initialised")
+
+
+class HealthSchema(Schema):
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["ok"]),
+        metadata={"description": "`ok`: the process serves.", "example": "ok"},
+    )
+
+
+class ChecksSchema(Schema):
+    database = fields.String(
+        required=True,
+        validate=validate.OneOf(STATES),
+        metadata={"description": "Whether the database answered.", "example": "ok"},
+    )
+    redis = fields.String(
+        required=True,
+        validate=validate.OneOf(STATES),
+        metadata={"description": "Whether Redis answered.", "example": "ok"},
+    )
+
+
+class ReadinessSchema(HealthSchema):
+    checks = fields.Nested(
+        ChecksSchema, required=True, metadata={"description": "Each store, and whether it answered."}
+    )
+
+
+class NotReadySchema(ErrorSchema):
+    checks = fields.Nested(
+        ChecksSchema, required=True, metadata={"description": "Each store, and whether it answered."}
+    )
+
+
+@bp.get("/healthz")
+def healthz() -> dict:
+    """Answer while the process serves."""
+    return HealthSchema().dump({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz() -> dict | Response:
+    """Answer 200 when the database and Redis both answer, else 503 naming the failure."""
+    checks = {"database": "ok", "redis": "ok"}
+    try:
+        checks["database"] = database_state()
+    except DATABASE_OUTAGES:
+        checks["database"] = "unavailable"
+    try:
+        redis_client.client.ping()
+    except (*REDIS_OUTAGES, RedisClusterException):  # the latter: no cluster node answers
+        checks["redis"] = "unavailable"
+    if all(state == "ok" for state in checks.values()):
+        return ReadinessSchema().dump({"status": "ok", "checks": checks})
+    unreachable = [name for name, state in checks.items() if state == "unavailable"]
+    reasons = [f"{' and '.join(unreachable)} cannot be reached"] if unreachable else []
+    if checks["database"] == "not_initialised":
+        reasons.append(NOT_INITIALISED)
+    description = f"Not ready: {'; '.join(reasons)}."
+    return error_response(TemporarilyUnavailable(description, details={"checks": checks}))
