@@ -985,10 +985,14 @@ def kill_embedded_redis(instance: str | os.PathLike[str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def readme_blocks(language: str) -> list[str]:
-    """Return the README's fenced code blocks in ``language``, for tests that run what it shows."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    return re.findall(rf"^```{re.escape(language)}\n(.*?)^```$", readme, flags=re.MULTILINE | re.DOTALL)
+def code_blocks(page: str, language: str) -> list[str]:
+    """Return a page's fenced code blocks in ``language``, for tests that run what it shows.
+
+    ``page`` is a path in the checkout: ``README.md``, or a page of the documentation such as
+    ``docs/deploying.md``.
+    """
+    text = (Path(__file__).resolve().parent.parent / page).read_text()
+    return re.findall(rf"^```{re.escape(language)}\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def http_call(

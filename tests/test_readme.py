@@ -1,4 +1,4 @@
-"""The README tells the truth about the settings and the commands."""
+"""The README and the pages under docs/ tell the truth: the settings and the commands."""
 
 from __future__ import annotations
 
@@ -8,18 +8,18 @@ from pathlib import Path
 from signin.cli import main
 from signin.settings import SETTINGS, shown
 
-README = (Path(__file__).parent.parent / "README.md").read_text()
+DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
-def table_rows(section: str) -> dict[str, str]:
-    """Return the first table of a README section, by its first cell."""
-    body = README.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+def table_rows(page: str) -> dict[str, str]:
+    """Return the table rows of a page under docs/ (``configuration.md``), by their first cell."""
+    body = (DOCS / page).read_text()
     rows = [line.split(" | ") for line in body.splitlines() if line.startswith("| `")]
     return {cells[0].removeprefix("| "): " | ".join(cells[1:]) for cells in rows}
 
 
 def test_every_setting_is_in_the_configuration_table_with_its_default():
-    rows = table_rows("Configuration")
+    rows = table_rows("configuration.md")
 
     for setting in SETTINGS:
         row = rows[f"`{setting.variable}`"]
@@ -31,7 +31,7 @@ def test_every_setting_is_in_the_configuration_table_with_its_default():
 
 def test_every_command_is_in_the_commands_table():
     # A row may name two: `signin users disable NAME` / `enable NAME`.
-    rows = " ".join(table_rows("The `signin` command"))
+    rows = " ".join(table_rows("cli.md"))
     for name, command in main.commands.items():
         if name in ("shell", "routes"):
             continue
