@@ -1025,6 +1025,14 @@ def http_call(
 
 def instance_env(directory: Path, **settings: str) -> dict[str, str]:
     """The environment of servers on a fresh instance folder holding alice: SQLite and the embedded Redis in it."""
+    env = empty_instance_env(directory, **settings)
+    run_signin(env, "init-db")
+    run_signin(env, "users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
+    return env
+
+
+def empty_instance_env(directory: Path, **settings: str) -> dict[str, str]:
+    """The environment of servers on an instance folder in directory, which nothing has made yet."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -1040,8 +1048,6 @@ def instance_env(directory: Path, **settings: str) -> dict[str, str]:
         }
         | settings
     )
-    run_signin(env, "init-db")
-    run_signin(env, "users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
     return env
 
 
