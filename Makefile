@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck docs bench clean
 
 install: $(INSTALLED)
 
@@ -37,5 +37,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+## Build the documentation site into docs/_build/html (Sphinx + MyST); any warning, a broken link among them, fails it.
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -n -q -b html docs docs/_build/html
+
 clean:
-	rm -rf $(VENV) instance build *.egg-info
+	rm -rf $(VENV) instance build *.egg-info docs/_build

@@ -985,10 +985,14 @@ def kill_embedded_redis(instance: str | os.PathLike[str]) -> None:
             os.kill(pid, signal.SIGKILL)
 
 
-def readme_blocks(language: str) -> list[str]:
-    """Return the README's fenced code blocks in ``language``, for tests that run what it shows."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    return re.findall(rf"^```{re.escape(language)}\n(.*?)^```$", readme, flags=re.MULTILINE | re.DOTALL)
+def code_blocks(page: str, language: str) -> list[str]:
+    """Return a page's fenced code blocks in ``language``, for tests that run what it shows.
+
+    ``page`` is a path in the checkout: ``README.md``, or a page of the documentation such as
+    ``docs/deploying.md``.
+    """
+    text = (Path(__file__).resolve().parent.parent / page).read_text()
+    return re.findall(rf"^```{re.escape(language)}\n(.*?)^```$", text, flags=re.MULTILINE | re.DOTALL)
 
 
 def http_call(
@@ -1021,6 +1025,14 @@ def http_call(
 
 def instance_env(directory: Path, **settings: str) -> dict[str, str]:
     """The environment of servers on a fresh instance folder holding alice: SQLite and the embedded Redis in it."""
+    env = empty_instance_env(directory, **settings)
+    run_signin(env, "init-db")
+    run_signin(env, "users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
+    return env
+
+
+def empty_instance_env(directory: Path, **settings: str) -> dict[str, str]:
+    """The environment of servers on an instance folder in directory, which nothing has made yet."""
     env = {
         key: value
         for key, value in os.environ.items()
@@ -1036,8 +1048,6 @@ def instance_env(directory: Path, **settings: str) -> dict[str, str]:
         }
         | settings
     )
-    run_signin(env, "init-db")
-    run_signin(env, "users", "create", "alice", "--password-stdin", input=PASSWORD + "\n")
     return env
 
 

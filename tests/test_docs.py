@@ -226,5 +226,5 @@ def test_the_rendered_page_broke_no_policy_and_logged_nothing(browsed):
 
 
 @needs_chromium
-def test_the_screenshot_is_saved_for_the_readme(browsed):
+def test_the_screenshot_is_saved_for_the_api_page(browsed):
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -2,7 +2,7 @@
 
 waitress-serve (an app, and a factory), gunicorn's workers (forked before the
 app is built, and after), two ``signin serve``
-and a command beside them, and the README's own lines and systemd unit, each
+and a command beside them, and the Deploying page's own lines and systemd unit, each
 with ``REDIS_URL`` unset: the case where every worker once started a
 redis-server of its own. One redis-server serves them all, a token from one
 process lives on all, SIGTERM stops everything, and a crash loses no answered
@@ -33,11 +33,11 @@ from tests.servers import (
     HOST,
     SigninServe,
     WsgiServe,
+    code_blocks,
     embedded_redis_pids,
     http_call,
     instance_env,
     kill_embedded_redis,
-    readme_blocks,
     run_signin,
     wait_for,
 )
@@ -53,24 +53,26 @@ SPOOFED = "203.0.113.7"
 ROUND = 20
 # gunicorn's access log on standard output, a line a request: the worker's pid (<1234>), status, method, path.
 ACCESS_LOG = ["--access-logfile", "-", "--access-logformat", "%(p)s %(s)s %(m)s %(U)s"]
+# The page that shows the server command lines and the systemd unit.
+DEPLOYING = "docs/deploying.md"
 
 
-def readme_command(program: str, *containing: str) -> list[str]:
-    """Return the README's one command line that runs ``program`` (and holds ``containing``), on port {port}."""
+def documented_command(program: str, *containing: str) -> list[str]:
+    """Return the Deploying page's one command line that runs ``program`` (and holds ``containing``), on port {port}."""
     lines = [
         line
-        for block in readme_blocks("sh")
+        for block in code_blocks(DEPLOYING, "sh")
         for line in block.splitlines()
         if line.startswith(f"{program} ") and all(part in line for part in containing)
     ]
-    assert len(lines) == 1, f"the README shows {len(lines)} such {program} lines: {lines}"
+    assert len(lines) == 1, f"{DEPLOYING} shows {len(lines)} such {program} lines: {lines}"
     assert lines[0].count("8000") == 1, lines[0]
     command = shlex.split(lines[0].replace("8000", "{port}"), comments=True)
     return [str(BIN / program), *command[1:]]
 
 
-GUNICORN_LINE = readme_command("gunicorn")
-WAITRESS_LINE = readme_command("waitress-serve", "--no-clear-untrusted-proxy-headers")
+GUNICORN_LINE = documented_command("gunicorn")
+WAITRESS_LINE = documented_command("waitress-serve", "--no-clear-untrusted-proxy-headers")
 WAITRESS_PLAIN_LINE = [part for part in WAITRESS_LINE if part != "--no-clear-untrusted-proxy-headers"]
 
 
@@ -90,7 +92,7 @@ DOORS = {
     "gunicorn -w 4 --preload wsgi:app": with_access_log(
         [str(BIN / "gunicorn"), "-w", "4", "--preload", "-b", f"{HOST}:{{port}}", "--chdir", str(ROOT), "wsgi:app"]
     ),
-    # The README's line for N cores, with two workers.
+    # The Deploying page's line for N cores, with two workers.
     "gunicorn -w N --threads 8 signin.wsgi:app": with_access_log(
         ["2" if part == "N" else part for part in GUNICORN_LINE]
     ),
@@ -338,9 +340,9 @@ def test_two_servers_and_a_command_share_one_redis_and_the_last_to_stop_stops_it
         assert embedded_redis_pids(instance) == []
 
 
-def readme_unit() -> tuple[str, configparser.ConfigParser]:
-    """Return the README's systemd unit with the test's venv, and parsed (keys said more than once: the last)."""
-    (unit,) = readme_blocks("ini")
+def documented_unit() -> tuple[str, configparser.ConfigParser]:
+    """Return the Deploying page's systemd unit with the test's venv, and parsed (keys said more than once: the last)."""
+    (unit,) = code_blocks(DEPLOYING, "ini")
     assert unit.count("/opt/signin/venv") >= 1 and unit.count("--port 8000") == 1
     unit = unit.replace("/opt/signin/venv", str(VENV))
     parsed = configparser.ConfigParser(strict=False, interpolation=None, delimiters=("=",))
@@ -356,8 +358,8 @@ def unit_values(unit: str, key: str) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
-def test_the_readmes_systemd_unit_verifies(tmp_path):
-    unit, _ = readme_unit()
+def test_the_documented_systemd_unit_verifies(tmp_path):
+    unit, _ = documented_unit()
     path = tmp_path / "signin.service"
     path.write_text(unit)
 
@@ -369,8 +371,8 @@ def test_the_readmes_systemd_unit_verifies(tmp_path):
     assert checked.stderr == checked.stdout == ""
 
 
-def test_the_readmes_systemd_unit_serves_and_its_kill_signal_stops_it_cleanly(scratch):
-    unit, parsed = readme_unit()
+def test_the_documented_systemd_unit_serves_and_its_kill_signal_stops_it_cleanly(scratch):
+    unit, parsed = documented_unit()
     service = parsed["Service"]
     instance = scratch / "instance"
     assert service["KillMode"] == "mixed"  # the kill signal goes to the main process alone, as below

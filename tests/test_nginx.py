@@ -1,4 +1,4 @@
-"""signin behind a real nginx, configured with the README's own snippet, clients on several loopback addresses.
+"""signin behind a real nginx, configured with the Deploying page's own snippet, clients on several loopback addresses.
 
 nginx appends the address it sees to ``X-Forwarded-For``; with
 ``SIGNIN_TRUSTED_PROXIES=1`` signin takes that last hop as the client's address,
@@ -18,11 +18,11 @@ from tests.conftest import PASSWORD, SIGNIN, UNAVAILABLE
 from tests.servers import (
     Nginx,
     SigninServe,
+    code_blocks,
     free_port,
     http_call,
     instance_env,
     kill_embedded_redis,
-    readme_blocks,
     wait_for,
 )
 
@@ -34,11 +34,11 @@ ME = "/api/v2/account/me/"
 PER_ADDRESS = 3
 
 
-def readme_nginx(signin_port: int) -> str:
-    """Return the README's nginx snippet, listening on {port} and proxying to signin on signin_port."""
-    (snippet,) = readme_blocks("nginx")
+def documented_nginx(signin_port: int) -> str:
+    """Return the Deploying page's nginx snippet, listening on {port} and proxying to signin on signin_port."""
+    (snippet,) = code_blocks("docs/deploying.md", "nginx")
     for written in ("listen 80;", "server 127.0.0.1:8000;"):
-        assert snippet.count(written) == 1, f"the README's nginx snippet no longer says {written!r}"
+        assert snippet.count(written) == 1, f"the Deploying page's nginx snippet no longer says {written!r}"
     return snippet.replace("listen 80;", "listen 127.0.0.1:{port};").replace(
         "server 127.0.0.1:8000;", f"server 127.0.0.1:{signin_port};"
     )
@@ -63,7 +63,7 @@ def signin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SigninServe]:
 
 @pytest.fixture(scope="module")
 def nginx(signin: SigninServe) -> Iterator[Nginx]:
-    with Nginx(readme_nginx(signin.port)) as server:
+    with Nginx(documented_nginx(signin.port)) as server:
         yield server
 
 
@@ -120,7 +120,7 @@ def test_a_clients_own_x_forwarded_for_does_not_change_its_address(nginx, signin
 
 
 def test_nginx_answers_for_an_unreachable_signin_in_the_apis_shape():
-    with Nginx(readme_nginx(free_port())) as nginx:
+    with Nginx(documented_nginx(free_port())) as nginx:
         status, body = http_call(nginx.port, "GET", ME)
 
     assert status == 503

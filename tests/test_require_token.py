@@ -68,31 +68,33 @@ def test_a_missing_scope_is_403(internal, accounts, alice):
     assert response.headers["WWW-Authenticate"] == 'Bearer error="insufficient_scope"'
 
 
-def readme_example() -> str:
-    """Return the Python code of the README's "Protecting another service's routes" section."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("## Protecting another service's routes", 1)[1].split("\n## ", 1)[0]
-    return section.split("```python\n", 1)[1].split("```", 1)[0]
+EMBEDDING = "docs/embedding.md"
 
 
-def run_readme_example() -> Flask:
-    """Run the README's example as pasted; return its app."""
+def documented_example() -> str:
+    """Return the Python code of the page "Protecting another service's routes"."""
+    page = (Path(__file__).parent.parent / EMBEDDING).read_text()
+    return page.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def run_documented_example() -> Flask:
+    """Run the page's example as pasted; return its app."""
     scope: dict = {"__name__": "reports"}
-    exec(compile(readme_example(), "README.md", "exec"), scope)  # noqa: S102 - our own README's code
+    exec(compile(documented_example(), EMBEDDING, "exec"), scope)  # noqa: S102 - our own page's code
     return scope["app"]
 
 
 @pytest.fixture
-def readme_app(settings, monkeypatch) -> Flask:
-    """The README's example app, on the test's Redis and key prefix, set as an operator would: in the environment."""
+def documented_app(settings, monkeypatch) -> Flask:
+    """The page's example app, on the test's Redis and key prefix, set as an operator would: in the environment."""
     monkeypatch.setenv("REDIS_URL", settings["REDIS_URL"])
     monkeypatch.setenv("SIGNIN_REDIS_PREFIX", settings["SIGNIN_REDIS_PREFIX"])
-    return run_readme_example()
+    return run_documented_example()
 
 
-def test_the_readme_example_runs_as_pasted(readme_app, accounts, alice):
+def test_the_documented_example_runs_as_pasted(documented_app, accounts, alice):
     token = accounts.signin()
-    client = readme_app.test_client()
+    client = documented_app.test_client()
 
     ok = client.get("/reports", headers=accounts.bearer(token))
     refused = client.get("/reports", headers={"Authorization": "Bearer nonsense"})
@@ -103,7 +105,7 @@ def test_the_readme_example_runs_as_pasted(readme_app, accounts, alice):
     assert refused.headers["WWW-Authenticate"] == 'Bearer error="invalid_token"'
 
 
-def test_the_readme_example_answers_503_as_json_while_redis_is_down(make_app, monkeypatch):
+def test_the_documented_example_answers_503_as_json_while_redis_is_down(make_app, monkeypatch):
     with RedisServer() as server:
         signin = make_app({"REDIS_URL": server.url})
         accounts = Accounts(signin, signin.test_client())
@@ -111,7 +113,7 @@ def test_the_readme_example_answers_503_as_json_while_redis_is_down(make_app, mo
         token = accounts.signin()
         monkeypatch.setenv("REDIS_URL", server.url)
         monkeypatch.setenv("SIGNIN_REDIS_PREFIX", signin.config["SIGNIN_REDIS_PREFIX"])
-        other = run_readme_example()
+        other = run_documented_example()
         assert other.test_client().get("/reports", headers=accounts.bearer(token)).status_code == 200
         server.stop()
 

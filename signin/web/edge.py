@@ -8,7 +8,7 @@ like every other. A request with both ``Content-Length`` and
 the two disagree on where the next request starts, the shape of request
 smuggling). An answer without a body (204) keeps its connection open, as
 any other does. Another server running ``signin.wsgi:app`` keeps its own
-behaviour here; the README says what a proxy in front must do.
+behaviour here; docs/http-edge.md says what a proxy in front must do.
 """
 
 from __future__ import annotations
