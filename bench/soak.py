@@ -260,13 +260,14 @@ def prepare(database_url: str, redis_url: str, method: str, usernames: list[str]
     from signin import create_app
     from signin.rules.services import add_service
     from signin.rules.users import create_user
+    from signin.store import schema
     from signin.store.database import db
 
+    schema.upgrade(database_url)
     app = create_app(
         {"SQLALCHEMY_DATABASE_URI": database_url, "REDIS_URL": redis_url, "SIGNIN_PASSWORD_METHOD": method}
     )
     with app.app_context():
-        db.create_all()
         for username in usernames:
             create_user(username, password)
         secret = add_service("soak")

@@ -8,6 +8,8 @@ gets the same start-up:
 - audit lines printed to standard error from one writer thread, started
   again in every forked worker;
 - Redis answering (the embedded one joined, or started), or a refusal to start;
+- the database at this signin's schema (read once here), or a refusal to start
+  naming the command to run (exit 2, like a bad setting);
 - the dummy password hash made, so the first unknown user costs one check;
 - nothing opened at start-up left for a forked worker to inherit, and the
   startup heap frozen;
@@ -15,8 +17,9 @@ gets the same start-up:
   (``waitress-serve``), so that the queued audit lines are written and the
   embedded Redis is left (and stopped by the last process to leave).
 
-A start that cannot work raises ``StartupError`` (or ``SettingError``), whose
-message is the one line to print; ``exit_with_one_line`` does the printing.
+A start that cannot work raises ``StartupError`` (or ``SettingError``, or
+``SchemaMismatch``), whose message is the one line to print;
+``exit_with_one_line`` does the printing.
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from flask import Flask, current_app
 from signin.events import audit
 from signin.rules import one_time_codes, passwords
 from signin.settings import SettingError, shown
+from signin.store import schema
 from signin.store.database import db
 from signin.store.embedded import EmbeddedUnavailable
-from signin.store.models import NOT_INITIALISED, TotpFactor, database_state
+from signin.store.models import TotpFactor
 from signin.store.outages import DATABASE_OUTAGES, REDIS_OUTAGES
 
 log = logging.getLogger(__name__)
@@ -153,20 +157,20 @@ def shown_redis(app: Flask) -> str:
 
 
 def _check_database(app: Flask) -> None:
-    """Refuse a SQLite file that cannot be opened; only warn of a database server that is away or empty.
+    """Refuse a SQLite file that cannot be opened, or a schema behind or ahead; only warn of one away or empty.
 
     Refresh, ``me`` and signout never need the database, so a server away at
     start-up is no reason not to serve them.
     """
     try:
-        state = database_state()
+        state = schema.require_current()
     except DATABASE_OUTAGES as outage:
         if db.engine.dialect.name == "sqlite":
             raise StartupError(f"the SQLite database cannot be opened ({getattr(outage, 'orig', outage)})") from None
         log.warning("the database cannot be reached (%s): sign-in answers 503 until it can", type(outage).__name__)
         return
-    if state != "ok":
-        log.warning("%s; until then /readyz answers 503 and sign-in cannot work", NOT_INITIALISED)
+    if state != schema.OK:
+        log.warning("%s; until then /readyz answers 503 and sign-in cannot work", schema.NOT_INITIALISED_MESSAGE)
 
 
 def _check_totp_key() -> None:
@@ -242,7 +246,7 @@ def exit_with_one_line(build: F) -> F:
     def building(*args: Any, **kwargs: Any) -> Any:
         try:
             return build(*args, **kwargs)
-        except SettingError as error:
+        except (SettingError, schema.SchemaMismatch) as error:
             status = BAD_SETTING
             message = str(error)
         except (StartupError, EmbeddedUnavailable) as error:

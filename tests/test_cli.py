@@ -16,7 +16,7 @@ import pytest
 from signin.store.database import db
 from signin.store.models import Service, User
 from signin.store.tokens import token_store
-from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop
+from tests.conftest import PASSWORD, SIGNIN, Accounts, SignInLoop, drop_tables
 
 ME = "/api/v2/account/me/"
 
@@ -349,7 +349,7 @@ def test_users_sessions_prints_the_account_apis_fields(runner, client, accounts,
 def test_a_database_without_tables_is_named_by_every_command(make_app):
     app = make_app()
     with app.app_context():
-        db.drop_all()
+        drop_tables(db.engine)
 
     for command in (["users", "list"], ["users", "create", "x"], ["services", "list"]):
         result = app.test_cli_runner().invoke(args=command)

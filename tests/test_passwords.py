@@ -7,7 +7,7 @@ from werkzeug.security import generate_password_hash
 
 from signin.rules.passwords import _dummy_hash, hash_password, needs_rehash, verify_dummy, verify_password, warm_up
 from signin.store.models import User
-from tests.conftest import PASSWORD, SIGNIN
+from tests.conftest import PASSWORD, SIGNIN, create_tables
 
 CHEAP_ARGON2 = "argon2id:1024:1:1"
 
@@ -85,7 +85,7 @@ def test_werkzeug_hashes_move_to_argon2id_on_signin(settings, accounts):
 
     app = create_app({**settings, "SIGNIN_PASSWORD_METHOD": CHEAP_ARGON2})
     with app.app_context():
-        db.create_all()
+        create_tables()
         db.session.add(
             User(username="old", username_key="old", password_hash=hash_password(PASSWORD, "pbkdf2:sha256:1000"))
         )

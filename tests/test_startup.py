@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from signin.store.database import db
+from tests.conftest import drop_tables
 from tests.servers import HOST, free_port
 
 SIGNIN = str(Path(sys.executable).with_name("signin"))
@@ -57,7 +58,7 @@ def test_a_busy_port_is_one_line_and_nothing_claims_to_serve(tmp_path, redis_url
 def test_a_database_without_tables_makes_readyz_say_so(make_app):
     app = make_app()
     with app.app_context():
-        db.drop_all()
+        drop_tables(db.engine)
 
     response = app.test_client().get("/readyz")
 

@@ -1,4 +1,4 @@
-"""The ``signin`` command: the instance (``init-db``, ``serve``, ``config``, ``totp``), ``users`` and ``services``.
+"""The ``signin`` command: the instance (``init-db``, ``serve``, ``config``, ``totp``), ``db``, ``users``, ``services``.
 
 Each command calls the same rules as the HTTP API (``signin.rules``), and a
 command that cannot work says so in one line, never a traceback.
@@ -13,14 +13,16 @@ from flask import Flask
 from flask.cli import FlaskGroup, routes_command, shell_command
 
 from signin import serving
-from signin.cli import instance, services, users
+from signin.cli import database, instance, services, users
 from signin.cli.common import BadSetting, OneLine
 from signin.settings import SettingError
 from signin.store.embedded import EmbeddedUnavailable
 from signin.store.outages import DATABASE_OUTAGES, REDIS_OUTAGES
+from signin.store.schema import SchemaMismatch
 
 COMMANDS = (
     instance.init_db,
+    database.group,
     users.group,
     services.group,
     instance.totp_group,
@@ -50,7 +52,7 @@ class SigninGroup(FlaskGroup):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except SettingError as error:
+        except (SettingError, SchemaMismatch) as error:
             raise BadSetting(str(error)) from None
         except (serving.StartupError, EmbeddedUnavailable) as error:
             raise OneLine(str(error)) from None

@@ -9,7 +9,8 @@ import click
 
 from signin.events import audit
 from signin.serving import BAD_SETTING, CANNOT_START
-from signin.store.models import NOT_INITIALISED, database_state, storable
+from signin.store import schema
+from signin.store.models import storable
 
 
 class OneLine(click.ClickException):
@@ -33,9 +34,13 @@ def print_audit_lines() -> None:
 
 
 def ready() -> None:
-    """Refuse, in one line, to work on a database without its tables (rather than a traceback from the first query)."""
-    if database_state() != "ok":
-        raise click.ClickException(NOT_INITIALISED)
+    """Refuse, in one line, to work on a database without its tables or at another schema than this signin's.
+
+    Without tables: exit 1, as before migrations; a schema behind or ahead:
+    exit 2, like a bad setting, naming the command to run.
+    """
+    if schema.require_current() == schema.NOT_INITIALISED:
+        raise click.ClickException(schema.NOT_INITIALISED_MESSAGE)
 
 
 def read_password(from_stdin: bool) -> str:

@@ -10,6 +10,7 @@ from flask import Flask, current_app
 from flask.cli import AppGroup, with_appcontext
 
 from signin import serving, settings
+from signin.cli import database
 from signin.cli.common import print_audit_lines, ready
 from signin.rules import one_time_codes, users
 from signin.store.database import db
@@ -23,9 +24,11 @@ ADMIN_PASSWORD_BYTES = 18
 @with_appcontext
 @click.option("--admin", is_flag=True, help="If there are no users yet, create 'admin' and print its password.")
 def init_db(admin: bool) -> None:
-    """Create the tables that do not exist yet."""
+    """Make the database at the newest schema, or bring an older one to it (as ``signin db upgrade`` does)."""
     print_audit_lines()
-    db.create_all()
+    done = database.upgraded()
+    if not done.startswith("The database schema is up to date"):
+        click.echo(done)
     click.echo("Database ready.")
     made = one_time_codes.make_key_file()
     if made is not None:

@@ -7,6 +7,7 @@ import json
 import click
 from flask.cli import AppGroup, with_appcontext
 
+from signin.cli import user_files
 from signin.cli.common import OneLine, name_argument, password_stdin, print_audit_lines, read_password, ready
 from signin.rules import sessions, totp, users
 from signin.rules.refusals import UsernameTaken, WeakPassword
@@ -18,7 +19,7 @@ from signin.store.outages import REDIS_OUTAGES
 @click.group("users", cls=AppGroup)
 @with_appcontext
 def group() -> None:
-    """Create, change, disable and list users."""
+    """Create, change, disable, list, import and export users."""
     print_audit_lines()
     ready()
 
@@ -134,3 +135,7 @@ def list_user_sessions(name: str) -> None:
     user = _named(name)
     for session in sessions.of_user(user.id):
         click.echo(json.dumps(session, ensure_ascii=False))
+
+
+group.add_command(user_files.import_users)
+group.add_command(user_files.export_users)

@@ -2,9 +2,9 @@
 
 The default is a ``werkzeug.security`` method, because other applications may
 read the same user table and must keep verifying it. ``argon2id[:m:t:p]``
-(argon2-cffi; m in KiB) is an opt-in for tables nothing else reads; hashes of
-either kind keep verifying, and a successful sign-in moves them to the
-configured method.
+(argon2-cffi; m in KiB) is an opt-in for tables nothing else reads. Hashes of
+either kind, and of every format imported (``signin.rules.hash_formats``),
+keep verifying, and a successful sign-in moves them to the configured method.
 
 Hashing releases the GIL, so unbounded it would take every core and every
 server thread while a flood of sign-ins lasts, and token checks would wait
@@ -23,17 +23,16 @@ import threading
 from collections.abc import Iterator
 
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import Argon2Error, InvalidHashError
+from argon2.exceptions import InvalidHashError
 from flask import current_app
-from werkzeug.security import check_password_hash, generate_password_hash
+from werkzeug.security import generate_password_hash
 
+from signin.rules import hash_formats
+from signin.rules.hash_formats import ARGON2, ARGON2_DEFAULTS
 from signin.settings import DEFAULTS
 
 SALT_LENGTH = 16
-ARGON2 = "argon2id"
 ARGON2_PREFIX = "$argon2id$"
-# OWASP Password Storage Cheat Sheet: m=19456 KiB, t=2, p=1.
-ARGON2_DEFAULTS = (19456, 2, 1)
 
 
 class HashingBusy(Exception):
@@ -107,14 +106,26 @@ def _hash(password: str, method: str) -> str:
 
 
 def verify_password(password_hash: str, password: str) -> bool:
-    """Tell whether a password matches a stored hash; an unreadable hash never matches; raise ``HashingBusy``."""
+    """Tell whether a password matches a stored hash of any format; an unreadable hash never matches.
+
+    Raises ``HashingBusy``.
+    """
     with _slots.taken():
-        try:
-            if password_hash.startswith("$argon2"):
-                return _argon2(ARGON2).verify(password_hash, password)
-            return check_password_hash(password_hash, password)
-        except (Argon2Error, InvalidHashError, ValueError, TypeError):
-            return False
+        return hash_formats.verify(password_hash, password)
+
+
+def verify_at_full_cost(password_hash: str, password: str, method: str) -> bool:
+    """Verify as ``verify_password`` does, spending at least one check of ``method`` whatever the hash.
+
+    A hash cheaper than ``method`` (md5-crypt, ``{SSHA}``, a werkzeug hash of
+    fewer iterations) is followed by a dummy check of ``method``, so that its
+    user's refusals take as long as an unknown user's.
+    """
+    with _slots.taken():
+        matched = hash_formats.verify(password_hash, password)
+        if hash_formats.cheaper(password_hash, method):
+            verify_dummy(password, method)
+        return matched
 
 
 def verify_dummy(password: str, method: str) -> None:

@@ -3,8 +3,13 @@
 A password set, a user disabled or TOTP turned on while the password was being
 hashed must not leave a session behind, so what the sign-in depended on is
 read before the hash and again after the session is made; if it changed, the
-session ends and the sign-in is refused. A hash made with another method is
-moved to the configured one once the sign-in has succeeded.
+session ends and the sign-in is refused. A hash made with another method, or
+imported in another format, is moved to the configured one once the sign-in
+has succeeded, before the answer, and the user's ``last_sign_in_at`` is set.
+
+A hash cheaper than the configured method (an imported md5-crypt or
+``{SSHA}``) costs a check of the configured method as well, so that its user's
+refusals take as long as an unknown user's.
 """
 
 from __future__ import annotations
@@ -12,19 +17,19 @@ from __future__ import annotations
 import logging
 
 from signin.events import Event, Outcome, about, emit
-from signin.rules import totp
+from signin.rules import hash_formats, totp
 from signin.rules.passwords import (
     HashingBusy,
     checking,
     configured_method,
     hash_password,
     needs_rehash,
+    verify_at_full_cost,
     verify_dummy,
-    verify_password,
 )
 from signin.rules.refusals import AuthenticationFailed, MfaRequired
 from signin.store.database import db
-from signin.store.models import TotpFactor, User
+from signin.store.models import TotpFactor, User, utc_now
 from signin.store.outages import DATABASE_OUTAGES
 from signin.store.tokens import IssuedTokens, token_store
 
@@ -44,7 +49,7 @@ def _checked(username: str, password: str) -> tuple[User, tuple[str, bool, bool]
         verify_dummy(password, configured_method())
         raise AuthenticationFailed("unknown_user")
     seen = (user.password_hash, user.is_active, totp.has_totp(user.id))
-    if not verify_password(user.password_hash, password):
+    if not verify_at_full_cost(user.password_hash, password, configured_method()):
         raise AuthenticationFailed("bad_password")
     if not user.is_active:
         raise AuthenticationFailed("disabled")
@@ -85,8 +90,8 @@ def sign_in(
     except AuthenticationFailed as failure:
         emit(Event.SIGNIN, Outcome.FAILURE, reason=failure.reason, username=username, client_id=client_id)
         raise
-    _rehash(user_id, verified[0], password)
     session = issued.session
+    _signed_in(user_id, name, verified[0], password)
     emit(Event.SIGNIN, Outcome.SUCCESS, **about(session))
     for evicted in issued.evicted:
         emit(Event.SESSION_EVICTED, Outcome.SUCCESS, username=session.username, session=evicted)
@@ -107,19 +112,33 @@ def _credentials(user_id: int) -> tuple[str, bool, bool] | None:
     return (row.password_hash, row.is_active, bool(row.confirmed)) if row else None
 
 
-def _rehash(user_id: int, verified: str, password: str) -> None:
-    """Move the hash a sign-in verified to the configured method, if made otherwise, unless it changed meanwhile.
+def _signed_in(user_id: int, username: str, verified: str, password: str) -> None:
+    """Set the user's ``last_sign_in_at``; move the verified hash to the configured method if made otherwise.
 
-    The sign-in has succeeded by then: with every hashing slot taken or the
-    database out of reach, the move waits for a later sign-in.
+    The hash moves only if it is still the one verified (compare and set). The
+    sign-in has succeeded by then: with every hashing slot taken or the
+    database out of reach, the move (or the time) waits for a later sign-in.
     """
     method = configured_method()
-    if not needs_rehash(verified, method):
-        return
+    rehashed = None
+    if needs_rehash(verified, method):
+        try:
+            rehashed = hash_password(password, method)
+        except HashingBusy:
+            log.info("password hash not moved to the configured method: HashingBusy")
     try:
-        rehashed = hash_password(password, method)
-        db.session.execute(db.update(User).filter_by(id=user_id, password_hash=verified).values(password_hash=rehashed))
+        db.session.execute(db.update(User).filter_by(id=user_id).values(last_sign_in_at=utc_now()))
+        moved = rehashed is not None and _moved(user_id, verified, rehashed)
         db.session.commit()
-    except (HashingBusy, *DATABASE_OUTAGES) as deferred:
+    except DATABASE_OUTAGES as outage:
         db.session.rollback()
-        log.info("password hash not moved to the configured method: %s", type(deferred).__name__)
+        log.info("sign-in time not recorded, nor the hash moved: %s", type(outage).__name__)
+        return
+    if moved:
+        form = hash_formats.format_of(verified)
+        emit(Event.PASSWORD_REHASHED, Outcome.SUCCESS, username=username, from_format=form.label if form else None)
+
+
+def _moved(user_id: int, verified: str, rehashed: str) -> bool:
+    statement = db.update(User).filter_by(id=user_id, password_hash=verified).values(password_hash=rehashed)
+    return bool(db.session.execute(statement).rowcount)  # type: ignore[attr-defined]

@@ -1,8 +1,10 @@
 """Users: who may sign in, and the changes that end their sessions.
 
-Every door (the account API, the CLI) calls these same rules: a password set,
-a disable or a delete ends every session of the user before it returns;
-changing one's own password ends every other. Each change emits its event.
+Every door (the account API, the CLI) calls these same rules: a password set
+(in clear or as a hash made elsewhere), a disable or a delete ends every
+session of the user before it returns; changing one's own password ends every
+other. Each change emits its event, and each password set or change is the
+time the user's ``password_changed_at`` says.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from signin.rules import policy, totp
 from signin.rules.passwords import configured_method, hash_password, verify_password
 from signin.rules.refusals import UsernameTaken, WeakPassword, WrongPassword
 from signin.store.database import db
-from signin.store.models import User, username_key
+from signin.store.models import User, username_key, utc_now
 from signin.store.tokens import Session, token_store
 
 
@@ -41,7 +43,20 @@ def create_user(username: str, password: str) -> User:
 def set_password(user: User, password: str) -> int:
     """Replace a user's password (the policy applies) and end every session they have; return how many."""
     _allowed(password, user.username, unchanged=verify_password(user.password_hash, password))
-    _store_password(user, password)
+    return set_password_hash(user, hash_password(password, configured_method()))
+
+
+def set_password_hash(user: User, password_hash: str, *, active: bool | None = None) -> int:
+    """Give a user this password hash (and ``active``, if given), and end every session they have; return how many.
+
+    The hash is one ``signin.rules.hash_formats.check_hash`` has accepted, or
+    one made here with the configured method.
+    """
+    user.password_hash = password_hash
+    user.password_changed_at = utc_now()
+    if active is not None:
+        user.is_active = active
+    db.session.commit()
     ended = token_store().revoke_user(user.id)
     emit(Event.PASSWORD_SET, Outcome.SUCCESS, username=user.username, sessions_ended=ended)
     return ended
@@ -71,6 +86,7 @@ def _allowed(password: str, username: str, *, unchanged: bool = False) -> None:
 
 def _store_password(user: User, password: str) -> None:
     user.password_hash = hash_password(password, configured_method())
+    user.password_changed_at = utc_now()
     db.session.commit()
 
 

@@ -9,7 +9,9 @@ the timeout, and the call fails. Either way the request answers 503, and
 ``signin.store.breaker`` rests the database so that requests do not queue behind it.
 
 ``db`` is the one Flask-SQLAlchemy extension, created unbound here and bound
-by ``init_app``; the tables are in ``signin.store.models``.
+by ``init_app``; the tables are in ``signin.store.models``. An operator's long
+command (an upgrade, an import) uses an engine of its own instead
+(``command_engine``), without those bounds.
 """
 
 from __future__ import annotations
@@ -25,15 +27,18 @@ from typing import Any
 import sqlalchemy.exc
 from flask import Flask
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import Engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.pool import NullPool
 
 from signin.store.breaker import Breaker, Resting
 
 # Errors that mean the database did not answer in time, as SQLite and psycopg word them.
 TIMED_OUT = ("database is locked", "timeout expired", "canceling statement due to", "lock timeout")
 WATCH_INTERVAL = 0.05
+# How long an operator's command waits for the database: for a connection, or for SQLite's lock.
+COMMAND_WAIT_SECONDS = 60
 
 
 class Base(DeclarativeBase):
@@ -192,3 +197,14 @@ def init_app(app: Flask) -> None:
     db.init_app(app)
     with app.app_context():
         guard(db.engine, Breaker(timeout), Watchdog(timeout))
+
+
+def command_engine(url: str) -> Engine:
+    """Return an engine for an operator's long command: no statement timeout, no breaker, a connection used once.
+
+    A statement may take minutes (a million rows); one that waits for a lock
+    (SQLite's, while the server writes) waits up to ``COMMAND_WAIT_SECONDS``.
+    """
+    if make_url(url).get_backend_name() == "sqlite":
+        return create_engine(url, poolclass=NullPool, connect_args={"timeout": COMMAND_WAIT_SECONDS})
+    return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})

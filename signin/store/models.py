@@ -1,4 +1,8 @@
-"""The SQL tables: users, and the internal services that may call us."""
+"""The SQL tables: users, their second factors, and the internal services that may call us.
+
+A change to a table here goes with a revision in ``migrations/versions/``
+(``tests/test_migrations.py`` checks that the two agree).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ import unicodedata
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import sqlalchemy.exc
-from sqlalchemy import ForeignKey, String, text
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from signin.store.database import db
@@ -41,11 +44,9 @@ def storable(text: str) -> bool:
     return "\x00" not in text
 
 
-NOT_INITIALISED = "the database is not initialised: run signin init-db"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
+def utc_now() -> datetime:
+    """Return the time as the tables keep it: UTC, without an offset (their columns have none)."""
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class User(Model):
@@ -61,7 +62,10 @@ class User(Model):
     username_key: Mapped[str] = mapped_column(String(USERNAME_KEY_LENGTH), unique=True, index=True)
     password_hash: Mapped[str] = mapped_column(String(512))
     is_active: Mapped[bool] = mapped_column(default=True)
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
+    # Set by the rules: a successful sign-in, and every password set or change (not a re-hash).
+    last_sign_in_at: Mapped[datetime | None] = mapped_column(default=None)
+    password_changed_at: Mapped[datetime | None] = mapped_column(default=None)
 
     @classmethod
     def find(cls, username: str) -> User | None:
@@ -77,7 +81,7 @@ class TotpFactor(Model):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     secret: Mapped[str] = mapped_column(String(512))
     confirmed: Mapped[bool] = mapped_column(default=False)
-    created_at: Mapped[datetime] = mapped_column(default=_now)
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)
 
 
 class RecoveryCode(Model):
@@ -101,22 +105,4 @@ class Service(Model):
     # SHA-256 of a 256-bit random secret: a slow hash would add nothing
     # against guessing and cost every introspection call.
     secret_digest: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(default=_now)
-
-
-def database_state() -> str:
-    """Return ``ok``, or ``not_initialised`` if the tables are missing; raise on an outage."""
-    try:
-        db.session.execute(db.select(User.id).limit(0))
-    except sqlalchemy.exc.ProgrammingError as error:  # PostgreSQL: undefined table
-        db.session.rollback()
-        if "UndefinedTable" in type(error.orig).__name__:
-            return "not_initialised"
-        raise
-    except sqlalchemy.exc.OperationalError as error:  # SQLite: no such table
-        db.session.rollback()
-        if "no such table" in str(error.orig):
-            return "not_initialised"
-        raise
-    db.session.execute(text("SELECT 1"))
-    return "ok"
+    created_at: Mapped[datetime] = mapped_column(default=utc_now)

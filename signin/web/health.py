@@ -6,14 +6,14 @@ from flask import Blueprint, Response
 from marshmallow import Schema, fields, validate
 from redis.exceptions import RedisClusterException
 
-from signin.store.models import NOT_INITIALISED, database_state
+from signin.store import schema
 from signin.store.outages import DATABASE_OUTAGES, REDIS_OUTAGES
 from signin.store.redis_client import redis_client
 from signin.web.errors import ErrorSchema, TemporarilyUnavailable, error_response
 
 bp = Blueprint("health", __name__)
 
-STATES = ("ok", "unavailable", "not_initialised")
+STATES = ("ok", "unavailable", schema.NOT_INITIALISED, schema.BEHIND, schema.AHEAD)
 
 
 class HealthSchema(Schema):
@@ -28,7 +28,12 @@ class ChecksSchema(Schema):
     database = fields.String(
         required=True,
         validate=validate.OneOf(STATES),
-        metadata={"description": "Whether the database answered.", "example": "ok"},
+        metadata={
+            "description": "Whether the database answered, at this signin's schema: `not_initialised` (run "
+            "`signin init-db`), `schema_behind` (run `signin db upgrade`), `schema_ahead` (a newer signin upgraded "
+            "it).",
+            "example": "ok",
+        },
     )
     redis = fields.String(
         required=True,
@@ -59,8 +64,10 @@ def healthz() -> dict:
 def readyz() -> dict | Response:
     """Answer 200 when the database and Redis both answer, else 503 naming the failure."""
     checks = {"database": "ok", "redis": "ok"}
+    database = None
     try:
-        checks["database"] = database_state()
+        database = schema.standing()
+        checks["database"] = database.state
     except DATABASE_OUTAGES:
         checks["database"] = "unavailable"
     try:
@@ -71,7 +78,8 @@ def readyz() -> dict | Response:
         return ReadinessSchema().dump({"status": "ok", "checks": checks})
     unreachable = [name for name, state in checks.items() if state == "unavailable"]
     reasons = [f"{' and '.join(unreachable)} cannot be reached"] if unreachable else []
-    if checks["database"] == "not_initialised":
-        reasons.append(NOT_INITIALISED)
+    if database is not None and database.state != schema.OK:
+        reasons.append(database.message())
     description = f"Not ready: {'; '.join(reasons)}."
     return error_response(TemporarilyUnavailable(description, details={"checks": checks}))
+
