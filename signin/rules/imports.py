@@ -32,7 +32,11 @@ from signin.store.staging import BATCH, Staging
 ON_CONFLICT = ("fail", "skip", "update")
 # A longer line is refused unread: no line may make the import's memory grow.
 MAX_LINE_BYTES = 64 * 1024
+# Found once every line is staged (signin.store.staging.Staging.compare).
+UNCOMPARED = {"duplicate_of": None, "user_id": None}
 FIELDS = ("username", "username_key", "password_hash", "active", "created_at")
+# A byte order mark, which some tools put before the first line.
+BOM = "\ufeff"
 EXISTS = "a user of that name exists (--on-conflict skip or update imports the rest)"
 
 
@@ -143,42 +147,44 @@ def _staged(number: int, raw: bytes | None, method: str, *, hashing: bool) -> di
     try:
         fields = _fields(raw, method, hashing=hashing)
     except BadLine as bad:
-        return {"line": number, "problem": str(bad), **dict.fromkeys(FIELDS)}
-    return {"line": number, "problem": None, **fields}
+        return {"line": number, "problem": str(bad), **dict.fromkeys(FIELDS), **UNCOMPARED}
+    return {"line": number, "problem": None, **fields, **UNCOMPARED}
 
 
 def _fields(raw: bytes | None, method: str, *, hashing: bool) -> dict[str, Any]:
     if raw is None:
         raise BadLine(f"longer than {MAX_LINE_BYTES} bytes")
     try:
-        value = json.loads(raw.decode("utf-8-sig"))
+        value = json.loads(raw.decode("utf-8").removeprefix(BOM))
     except UnicodeDecodeError:
         raise BadLine("not UTF-8") from None
     except ValueError:
         raise BadLine("not valid JSON") from None
     if not isinstance(value, dict):
         raise BadLine("not a JSON object")
-    username = _username(value.get("username"))
+    username, key = _username(value.get("username"))
     active = value.get("active", True)
     if not isinstance(active, bool):
         raise BadLine("active is not true or false")
     return {
         "username": username,
-        "username_key": username_key(username),
+        "username_key": key,
         "password_hash": _password_hash(value, method, hashing=hashing),
         "active": active,
         "created_at": _created_at(value.get("created_at")),
     }
 
 
-def _username(username: object) -> str:
+def _username(username: object) -> tuple[str, str]:
+    """Return a line's username and the key it is matched by."""
     if not isinstance(username, str):
         raise BadLine("no username (a string)")
-    if not 1 <= len(username) <= 150 or len(username_key(username)) > USERNAME_KEY_LENGTH:
-        raise BadLine(f"the username is not 1 to 150 characters long, and {USERNAME_KEY_LENGTH} once normalised")
     if not storable(username):
         raise BadLine("the username is not valid text (it holds NUL, or is not Unicode)")
-    return username
+    key = username_key(username)
+    if not 1 <= len(username) <= 150 or len(key) > USERNAME_KEY_LENGTH:
+        raise BadLine(f"the username is not 1 to 150 characters long, and {USERNAME_KEY_LENGTH} once normalised")
+    return username, key
 
 
 def _password_hash(value: dict[str, Any], method: str, *, hashing: bool) -> str | None:

@@ -205,6 +205,8 @@ def command_engine(url: str) -> Engine:
     A statement may take minutes (a million rows); one that waits for a lock
     (SQLite's, while the server writes) waits up to ``COMMAND_WAIT_SECONDS``.
     """
+    # Errors never quote what was sent: an import's rows hold password hashes.
+    options: dict[str, Any] = {"poolclass": NullPool, "hide_parameters": True}
     if make_url(url).get_backend_name() == "sqlite":
-        return create_engine(url, poolclass=NullPool, connect_args={"timeout": COMMAND_WAIT_SECONDS})
-    return create_engine(url, poolclass=NullPool, connect_args={"connect_timeout": 10})
+        return create_engine(url, connect_args={"timeout": COMMAND_WAIT_SECONDS}, **options)
+    return create_engine(url, connect_args={"connect_timeout": 10}, **options)
