@@ -19,19 +19,19 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Self
 
 import pytest
+from alembic.runtime.migration import MigrationContext
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from redis import Redis
 from redis.cluster import RedisCluster as ClusterClient
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, text
 
 from signin import create_app
 from signin.rules.passwords import hash_password
 from signin.rules.refusals import UsernameTaken
+from signin.store import schema
 from signin.store.database import db
 from signin.store.embedded import EmbeddedRedis
-from signin.store import schema
 from signin.store.models import User, username_key
 from signin.store.redis_client import client_from_url
 from signin.store.tokens import RAW
