@@ -54,7 +54,8 @@ class Staging:
         # import's time. Values as the driver takes them: the times as SQLAlchemy writes them (SQLite: text).
         marker = "?" if connection.dialect.paramstyle == "qmark" else "%s"
         names = [column.name for column in staging.columns]
-        self._insert = f"INSERT INTO {staging.name} ({', '.join(names)}) VALUES ({', '.join([marker] * len(names))})"
+        columns, markers = ", ".join(names), ", ".join([marker] * len(names))
+        self._insert = f"INSERT INTO {staging.name} ({columns}) VALUES ({markers})"  # noqa: S608 (our own names)
         self._values = operator.itemgetter(*names)
         self._time = staging.c.created_at.type.bind_processor(connection.dialect) or (lambda value: value)
 
@@ -144,7 +145,7 @@ class Staging:
                 GOOD, staging.c.user_id.is_(None), staging.c.line > start, staging.c.line <= start + BATCH
             )
             statement = dialect.insert(users).from_select(columns, chosen).on_conflict_do_nothing()
-            moved += self.connection.execute(statement).rowcount
+            moved += self.connection.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
             self.connection.commit()
             if progress is not None:
                 progress(min(BATCH, self.lines - start))
