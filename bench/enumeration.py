@@ -1,5 +1,8 @@
 """Does sign-in timing tell who exists, or who has TOTP? Unknown user, wrong password, TOTP user with a wrong code.
 
+And users imported with a cheap hash ({SSHA}, md5-crypt): their wrong passwords
+must cost what an unknown user costs (a dummy check of the configured method).
+
 Run alone: ``.venv/bin/python -m bench.enumeration [--attempts 200 | --quick]``.
 """
 
@@ -11,6 +14,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import servers
@@ -25,6 +29,17 @@ TIME_LIMIT = 300.0
 
 
 KINDS = ("unknown_user", "wrong_password", "totp_wrong_code")
+# Users imported with a cheap hash of another format, and the kind of attempt that refuses each.
+IMPORTED = {"ssha_wrong_password": "bench-ssha", "md5crypt_wrong_password": "bench-md5crypt"}
+
+
+def import_cheap_users(cli: Callable[..., str], password: str) -> None:
+    """Import the users of ``IMPORTED`` with ``signin users import``, their hashes made by libpass."""
+    from passlib import hash as libpass
+
+    made = {"bench-ssha": libpass.ldap_salted_sha1.hash(password), "bench-md5crypt": libpass.md5_crypt.hash(password)}
+    lines = "".join(json.dumps({"username": name, "password_hash": stored}) + "\n" for name, stored in made.items())
+    cli("users", "import", "-", stdin=lines)
 
 
 def totp_user(port: int, username: str, password: str) -> None:
@@ -52,13 +67,21 @@ def _post(port: int, path: str, body: dict, headers: dict[str, str] | None = Non
     return answer
 
 
-def measure(port: int, username: str, attempts: int, totp_username: str | None = None, password: str = "") -> dict:
+def measure(
+    port: int,
+    username: str,
+    attempts: int,
+    totp_username: str | None = None,
+    password: str = "",
+    imported: bool = False,
+) -> dict:
     """Alternate failing sign-ins of each kind; return each median and their ratios to the wrong password's.
 
     The TOTP kind (with ``totp_username``, a user who has TOTP) sends that user's right password and a wrong code.
+    With ``imported``, the users of ``IMPORTED`` are refused too, each judged against the unknown user.
     """
     conn = http.client.HTTPConnection(servers.HOST, port, timeout=30)
-    kinds = KINDS if totp_username else KINDS[:2]
+    kinds = (*(KINDS if totp_username else KINDS[:2]), *(IMPORTED if imported else ()))
     times: dict[str, list[float]] = {kind: [] for kind in kinds}
     statuses: set[int] = set()
     deadline = time.monotonic() + TIME_LIMIT
@@ -72,6 +95,7 @@ def measure(port: int, username: str, attempts: int, totp_username: str | None =
                 "unknown_user": {"username": f"nobody-{i}", "password": f"wrong-{i}"},
                 "wrong_password": {"username": username, "password": f"wrong-{i}"},
                 "totp_wrong_code": {"username": totp_username, "password": password, "otp": f"{i % 1000:06d}x"[:6]},
+                **{name: {"username": IMPORTED[name], "password": f"wrong-{i}"} for name in IMPORTED},
             }[kind]
             started = time.perf_counter()
             conn.request("POST", SIGNIN, body=json.dumps(body), headers={"Content-Type": "application/json"})
@@ -92,6 +116,9 @@ def measure(port: int, username: str, attempts: int, totp_username: str | None =
     if totp_username:
         result["totp_ratio"] = medians["totp_wrong_code"] / wrong
         result["ok"] = result["ok"] and LOW <= result["totp_ratio"] <= HIGH
+    for kind in IMPORTED if imported else ():
+        result[f"{kind}_ratio"] = medians[kind] / medians["unknown_user"]
+        result["ok"] = result["ok"] and LOW <= result[f"{kind}_ratio"] <= HIGH
     return result
 
 
@@ -103,9 +130,15 @@ def describe(result: dict) -> str:
         if "totp_ratio" in result
         else ""
     )
+    imported = "".join(
+        f", {kind.removesuffix('_wrong_password')} user with a wrong password {result[f'{kind}_median_ms']:.1f} ms "
+        f"= {result[f'{kind}_ratio']:.3f} of the unknown user"
+        for kind in IMPORTED
+        if f"{kind}_ratio" in result
+    )
     return (
         f"unknown user {result['unknown_user_median_ms']:.1f} ms / wrong password "
-        f"{result['wrong_password_median_ms']:.1f} ms = {result['ratio']:.3f}{totp} "
+        f"{result['wrong_password_median_ms']:.1f} ms = {result['ratio']:.3f}{totp}{imported} "
         f"(target {LOW}..{HIGH}, {result['attempts']} attempts): {verdict}"
     )
 
@@ -124,8 +157,9 @@ def main() -> None:
     ):
         signin.cli("users", "create", TOTP_USER, "--password-stdin", stdin=signin.password + "\n")
         totp_user(signin.port, TOTP_USER, signin.password)
+        import_cheap_users(signin.cli, signin.password)
         attempts = QUICK_ATTEMPTS if args.quick else args.attempts
-        print(describe(measure(signin.port, signin.username, attempts, TOTP_USER, signin.password)))
+        print(describe(measure(signin.port, signin.username, attempts, TOTP_USER, signin.password, imported=True)))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import psutil
 import redis
 
-from bench import ceilings, enumeration, machine, report, servers, sessions
+from bench import ceilings, enumeration, imports, machine, report, servers, sessions
 from bench.load import LoadResult, Request, find_wrk, run_load, run_python, run_wrk
 from bench.report import Figure, judged
 from signin.rules import passwords
@@ -104,6 +104,8 @@ class Plan:
     listing_rounds: int = 5
     # Password policy checks: timings of POLICY_BATCH calls each, per password.
     policy_samples: int = 200
+    # Lines of each import of generated users (bench/imports.py).
+    import_sizes: tuple[int, ...] = imports.SIZES
 
 
 # In order: endpoints are judged against the ceilings measured before them.
@@ -122,10 +124,12 @@ PHASES = (
     "listing",
     "policy",
     "scaling",
+    "imports",
 )
 FULL = Plan(10, 10, 15, 100_000, (10_000, 1_000_000), (1, 100, 10_000), 3, 200, pairs=7, info_pairs=5, pair_seconds=2)
 QUICK = Plan(
-    1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 40, pairs=3, info_pairs=1, pair_seconds=1, listing_rounds=3
+    1, 2, 5, 10_000, (1_000, 10_000), (1, 100, 1_000), 3, 40, pairs=3, info_pairs=1, pair_seconds=1, listing_rounds=3,
+    import_sizes=imports.QUICK_SIZES,
 )
 
 
@@ -372,8 +376,9 @@ class Bench:
         totp = enumeration.TOTP_USER
         self.signin.cli("users", "create", totp, "--password-stdin", stdin=self.signin.password + "\n")
         enumeration.totp_user(self.signin.port, totp, self.signin.password)
+        enumeration.import_cheap_users(self.signin.cli, self.signin.password)
         result = enumeration.measure(
-            self.signin.port, self.signin.username, self.plan.enumeration_attempts, totp, self.signin.password
+            self.signin.port, self.signin.username, self.plan.enumeration_attempts, totp, self.signin.password, True
         )
         self.data["enumeration"] = result
         for name, median, ratio in (
@@ -391,6 +396,8 @@ class Bench:
                     high=enumeration.HIGH,
                 )
             )
+        for figure in imports.enumeration_figures(result):
+            self.add(figure)
 
     def ceilings(self) -> None:
         """Measure bare Flask and Flask + one Redis GET on the same waitress settings and load tool, at each count."""
@@ -976,6 +983,12 @@ class Bench:
                 high=1.10,
             )
         )
+
+    def imports(self) -> None:
+        """Import generated users into SQLite and PostgreSQL, and check each imported format (bench/imports.py)."""
+        self.data["imports"], figures = imports.phase(self.workdir, self.redis.url, self.method, self.plan.import_sizes)
+        for figure in figures:
+            self.add(figure)
 
     def describe(self) -> dict:
         """Describe where and how this ran."""
