@@ -65,9 +65,20 @@ class Staging:
             return
         time = self._time
         values = [(*self._values(row)[:5], time(row["created_at"]), *self._values(row)[6:]) for row in rows]
-        self.connection.exec_driver_sql(self._insert, values)  # type: ignore[arg-type]
+        if self.connection.dialect.name == "postgresql":
+            self._copy(values)
+        else:
+            self.connection.exec_driver_sql(self._insert, values)
         self.connection.commit()
         self.lines = max(self.lines, rows[-1]["line"])
+
+    def _copy(self, values: list[tuple[Any, ...]]) -> None:
+        # PostgreSQL's COPY: a tenth of what even a pipelined executemany takes.
+        columns = ", ".join(column.name for column in staging.columns)
+        raw = self.connection.connection.dbapi_connection
+        with raw.cursor() as cursor, cursor.copy(f"COPY {staging.name} ({columns}) FROM STDIN") as copy:  # type: ignore[union-attr]
+            for row in values:
+                copy.write_row(row)
 
     def compare(self) -> None:
         """Mark each good line that repeats an earlier one's name, and each naming an existing user."""
