@@ -23,6 +23,7 @@ from tests.servers import RedisServer
 
 OPENAPI = "/api/v2/openapi.json"
 REFRESH = "/api/v2/account/refresh/"
+TOKEN = "/api/v2/account/token/"
 SIGNOUT = "/api/v2/account/signout/"
 ME = "/api/v2/account/me/"
 INTROSPECT = "/api/v2/account/introspect/"
@@ -276,6 +277,7 @@ def test_the_security_schemes(doc):
     [
         ("post", SIGNIN, None),
         ("post", REFRESH, None),
+        ("post", TOKEN, None),
         ("post", SIGNOUT, "bearerAuth"),
         ("get", ME, "bearerAuth"),
         ("post", INTROSPECT, "serviceBasic"),
@@ -297,6 +299,15 @@ def test_who_may_call_each_operation(doc, method, path, scheme):
         ("post", SIGNIN, "429", {"rate_limited"}, {"Retry-After"}),
         ("post", SIGNIN, "503", {"temporarily_unavailable"}, {"Retry-After"}),
         ("post", REFRESH, "401", {"invalid_grant"}, set()),
+        (
+            "post",
+            TOKEN,
+            "400",
+            {"invalid_request", "invalid_scope", "invalid_grant", "mfa_required", "unsupported_grant_type"},
+            set(),
+        ),
+        ("post", TOKEN, "401", {"invalid_client"}, {"WWW-Authenticate"}),
+        ("post", TOKEN, "429", {"rate_limited"}, {"Retry-After"}),
         ("post", REFRESH, "429", {"rate_limited"}, {"Retry-After"}),
         ("post", SIGNOUT, "401", {"invalid_token"}, {"WWW-Authenticate"}),
         ("get", ME, "401", {"invalid_token"}, {"WWW-Authenticate"}),
@@ -403,6 +414,12 @@ CALLS = [
     ("post", SIGNIN, 415, {"data": "x", "content_type": "text/plain"}),
     ("post", REFRESH, 200, {"data": {"refresh_token": "{refresh_token}"}}),
     ("post", REFRESH, 401, {"json": {"refresh_token": "x"}}),
+    ("post", TOKEN, 200, {"data": {"grant_type": "password", **CREDENTIALS}}),
+    ("post", TOKEN, 200, {"json": {"grant_type": "refresh_token", "refresh_token": "{refresh_token}"}}),
+    ("post", TOKEN, 400, {"data": {"grant_type": "password", **CREDENTIALS, "password": "wrong"}}),
+    ("post", TOKEN, 400, {"data": {"grant_type": "client_credentials"}}),
+    ("post", TOKEN, 400, {"data": {"grant_type": "password"}}),
+    ("post", TOKEN, 401, {"data": {"grant_type": "password", **CREDENTIALS, "client_id": "elsewhere"}}),
     ("post", SIGNOUT, 204, {"headers": AS_BEARER}),
     ("post", SIGNOUT, 400, {"headers": AS_BEARER, "json": {"everywhere": "maybe"}}),
     ("post", SIGNOUT, 401, {}),

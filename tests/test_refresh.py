@@ -255,7 +255,7 @@ def test_a_refresh_token_shorter_lived_than_its_access_token_expires_on_time(red
     )
     issued = store.issue(9, "u", "signin", "read")
     now[0] += 899
-    assert store.resolve_any(issued.refresh_token) == (issued.session, issued.session.issued_at + 900)
+    assert store.resolve_any(issued.refresh_token) == (issued.session, issued.session.issued_at + 900, "refresh_token")
 
     now[0] += 1
 

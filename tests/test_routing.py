@@ -16,6 +16,7 @@ ROUTES = {
     "/api/v2/account/totp/confirm/": {"POST"},
     "/api/v2/account/totp/disable/": {"POST"},
     "/api/v2/account/introspect/": {"POST"},
+    "/api/v2/account/token/": {"POST"},
     "/api/v2/account/revoke/": {"POST"},
     "/healthz": {"GET", "HEAD"},
     "/readyz": {"GET", "HEAD"},

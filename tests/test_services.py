@@ -44,6 +44,7 @@ def test_introspecting_a_live_access_token(client, accounts, alice, service):
         "client_id": "signin",
         "scope": "read",
         "token_type": "Bearer",
+        "token_use": "access_token",
         "exp": body["iat"] + 604800,
         "iat": body["iat"],
     }
@@ -51,12 +52,46 @@ def test_introspecting_a_live_access_token(client, accounts, alice, service):
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_introspecting_a_live_refresh_token(client, accounts, alice, service):
+@pytest.mark.parametrize("hint", [None, "access_token", "something else"])
+def test_a_live_refresh_token_is_no_bearer_token_so_inactive_unless_asked_about_as_one(
+    client, accounts, alice, service, hint
+):
+    token = accounts.signin()
+    body = {"token": token["refresh_token"]} | ({"token_type_hint": hint} if hint else {})
+
+    response = client.post(INTROSPECT, headers=service, json=body)
+
+    assert (response.status_code, response.get_json()) == (200, {"active": False})
+
+
+def test_introspecting_a_live_refresh_token_with_its_hint(client, accounts, alice, service):
+    token = accounts.signin(scope="read")
+
+    response = client.post(
+        INTROSPECT, headers=service, data={"token": token["refresh_token"], "token_type_hint": "refresh_token"}
+    )
+
+    body = response.get_json()
+    assert body == {
+        "active": True,
+        "sub": str(alice),
+        "username": "alice",
+        "client_id": "signin",
+        "scope": "read",
+        "token_use": "refresh_token",
+        "exp": body["iat"] + 604800,
+        "iat": body["iat"],
+    }
+
+
+def test_an_access_token_hinted_as_a_refresh_token_is_still_found_as_an_access_token(client, accounts, alice, service):
     token = accounts.signin()
 
-    body = client.post(INTROSPECT, headers=service, json={"token": token["refresh_token"]}).get_json()
+    body = client.post(
+        INTROSPECT, headers=service, json={"token": token["access_token"], "token_type_hint": "refresh_token"}
+    ).get_json()
 
-    assert (body["active"], body["username"], body["exp"] - body["iat"]) == (True, "alice", 604800)
+    assert (body["active"], body["token_type"], body["token_use"]) == (True, "Bearer", "access_token")
 
 
 @pytest.mark.parametrize(("access_ttl", "refresh_ttl"), [(900, 3600), (3600, 900)])
@@ -68,7 +103,9 @@ def test_introspection_reports_the_presented_tokens_own_expiry(make_app, access_
     service = basic("billing", app.test_cli_runner().invoke(args=["services", "add", "billing"]).output.split()[-1])
 
     access = client.post(INTROSPECT, headers=service, json={"token": token["access_token"]}).get_json()
-    refresh = client.post(INTROSPECT, headers=service, json={"token": token["refresh_token"]}).get_json()
+    refresh = client.post(
+        INTROSPECT, headers=service, json={"token": token["refresh_token"], "token_type_hint": "refresh_token"}
+    ).get_json()
 
     assert (access["active"], access["exp"] - access["iat"]) == (True, access_ttl)
     assert (refresh["active"], refresh["exp"] - refresh["iat"]) == (True, refresh_ttl)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from signin.events import Event, Outcome, about, emit
-from signin.store.tokens import IssuedTokens, RefreshRejected, Session, token_store
+from signin.store.tokens import REFRESH_TOKEN, IssuedTokens, LiveToken, RefreshRejected, Session, token_store
 
 
 def rfc3339(seconds: int) -> str:
@@ -29,9 +29,18 @@ def refresh(refresh_token: str) -> IssuedTokens:
     return issued
 
 
-def live_token(token: str) -> tuple[Session, int] | None:
-    """Return the session of a live access or unspent refresh token, and when that token expires."""
-    return token_store().resolve_any(token)
+def introspect(token: str, hint: str | None = None) -> LiveToken | None:
+    """Return what a live token is, for a service asking (RFC 7662); None for anything not live.
+
+    A refresh token is not a bearer token: a resource server that checks only
+    ``active`` must never accept one, so it is live here only when the caller
+    says it asks about a refresh token. An access token is found whatever the
+    hint (RFC 7662 2.1).
+    """
+    live = token_store().resolve_any(token)
+    if live is None or (live.use == REFRESH_TOKEN and hint != REFRESH_TOKEN):
+        return None
+    return live
 
 
 def revoke_token(token: str, *, service: str) -> None:

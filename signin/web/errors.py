@@ -149,6 +149,23 @@ class NoSuchSession(APIError):
     description = "There is no such session."
 
 
+class UnsupportedGrantType(APIError):
+    """The token endpoint was asked for a grant it does not make (RFC 6749 5.2)."""
+
+    error = "unsupported_grant_type"
+    description = "The grant_type must be password or refresh_token."
+
+
+class UnknownClient(APIError):
+    """The token endpoint was named a client that is not configured (RFC 6749 5.2 invalid_client)."""
+
+    status_code = 401
+    error = "invalid_client"
+    description = "The client is not one of the configured clients."
+    # RFC 6749 5.2 asks for it when the client came by HTTP Basic; RFC 9110 15.5.2, with every 401.
+    headers = {"WWW-Authenticate": 'Basic realm="signin"'}
+
+
 class InvalidToken(APIError):
     """The bearer token is missing, unknown, expired or revoked."""
 

@@ -22,8 +22,11 @@ from signin.web.account.schemas import (
     EndedSchema,
     IntrospectionSchema,
     MeSchema,
+    OAuthTokenSchema,
     PasswordChangeSchema,
+    PasswordGrantSchema,
     RecoveryCodesSchema,
+    RefreshGrantSchema,
     RefreshSchema,
     SessionsSchema,
     SigninSchema,
@@ -62,7 +65,8 @@ class Operation(NamedTuple):
     """What one method of one route answers, reads, demands, and how else it can fail."""
 
     answers: dict[int, Body]
-    body: type[Schema] | None = None
+    # One schema, or several of which the body is one (the token endpoint's grants).
+    body: type[Schema] | tuple[type[Schema], ...] | None = None
     auth: str | None = None
     fails: tuple[str, ...] = ()
     # What a success is written in; errors are always JSON.
@@ -80,6 +84,20 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
         SigninSchema,
         None,
         ("invalid_scope", "invalid_grant", "mfa_required", "rate_limited", OUTAGE),
+    ),
+    (f"{ACCOUNT}/token/", "post"): Operation(
+        {200: OAuthTokenSchema},
+        (PasswordGrantSchema, RefreshGrantSchema),
+        None,
+        (
+            "invalid_scope",
+            "grant_refused",
+            "grant_needs_otp",
+            "unsupported_grant_type",
+            "unknown_client",
+            "rate_limited",
+            OUTAGE,
+        ),
     ),
     (f"{ACCOUNT}/refresh/", "post"): Operation(
         {200: TokenResponseSchema}, RefreshSchema, None, ("invalid_grant", "rate_limited", OUTAGE)
@@ -150,6 +168,7 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
 # The account blueprint keeps these out of every cache.
 PRIVATE = (
     TokenResponseSchema,
+    OAuthTokenSchema,
     MeSchema,
     IntrospectionSchema,
     SessionsSchema,
@@ -177,6 +196,11 @@ FAILURES = {
     "no_such_session": errors.NoSuchSession(),
     "wrong_code": errors.WrongCode(),
     "wrong_password_or_code": errors.WrongPasswordOrCode(),
+    # The token endpoint's refusals, in RFC 6749 5.2's statuses.
+    "grant_refused": errors.InvalidGrant(status_code=400),
+    "grant_needs_otp": errors.MfaRequired(status_code=400),
+    "unknown_client": errors.UnknownClient(),
+    "unsupported_grant_type": errors.UnsupportedGrantType(),
 } | {
     failure.error: failure
     for failure in (
@@ -204,7 +228,8 @@ def _invalid(schema: Schema) -> errors.APIError:
 def _failures(operation: Operation) -> list[errors.APIError]:
     failures = [FAILURES[code] for code in operation.fails]
     if operation.body is not None:
-        failures[:0] = [_invalid(operation.body()), FAILURES["payload_too_large"], FAILURES["unsupported_media_type"]]
+        first = operation.body[0] if isinstance(operation.body, tuple) else operation.body
+        failures[:0] = [_invalid(first()), FAILURES["payload_too_large"], FAILURES["unsupported_media_type"]]
     if operation.auth is not None:
         failures.append(FAILURES[AUTH_FAILURES[operation.auth]])
     return sorted(failures, key=attrgetter("status_code"))
@@ -252,9 +277,13 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
         "responses": _responses(operation),
     }
     if operation.body is not None:
-        required = any(field.required for field in operation.body().fields.values())
-        content = {JSON: {"schema": operation.body}, FORM: {"schema": operation.body}}
-        described["requestBody"] = {"required": required, "content": content}
+        bodies = operation.body if isinstance(operation.body, tuple) else (operation.body,)
+        required = any(field.required for body in bodies for field in body().fields.values())
+        schema: Any = {"oneOf": list(bodies)} if len(bodies) > 1 else bodies[0]
+        described["requestBody"] = {
+            "required": required,
+            "content": {JSON: {"schema": schema}, FORM: {"schema": schema}},
+        }
     if operation.auth is not None:
         described["security"] = [{operation.auth: []}]
     variables = ROUTE_VARIABLE.findall(rule.rule)
@@ -274,16 +303,18 @@ def _operation(app: Flask, rule: Rule, method: str) -> dict[str, Any]:
 
 def _configured(described: dict[str, Any], config: Any) -> None:
     """Say what the running configuration accepts, which the schema classes cannot know."""
-    signin = described["components"]["schemas"]["Signin"]["properties"]
-    clients = config["SIGNIN_CLIENTS"]
-    signin["client_id"].update(enum=list(clients), default=clients[0], example=clients[0])
-    scopes = config["SIGNIN_SCOPES"]
-    signin["scope"].update(
-        pattern=scope_pattern(scopes),
-        default=config["SIGNIN_DEFAULT_SCOPE"],
-        example=" ".join(scopes),
-        description=f"{signin['scope']['description']} Allowed: {', '.join(f'`{s}`' for s in scopes)}.",
-    )
+    clients, scopes = config["SIGNIN_CLIENTS"], config["SIGNIN_SCOPES"]
+    schemas = described["components"]["schemas"]
+    for name in ("Signin", "PasswordGrant", "RefreshGrant"):
+        schemas[name]["properties"]["client_id"].update(enum=list(clients), default=clients[0], example=clients[0])
+    for name in ("Signin", "PasswordGrant"):
+        scope = schemas[name]["properties"]["scope"]
+        scope.update(
+            pattern=scope_pattern(scopes),
+            default=config["SIGNIN_DEFAULT_SCOPE"],
+            example=" ".join(scopes),
+            description=f"{scope['description']} Allowed: {', '.join(f'`{s}`' for s in scopes)}.",
+        )
     # The policy's bounds on length; its other reasons (common, like the username, unchanged) no schema can say.
     new_password = described["components"]["schemas"]["PasswordChange"]["properties"]["new_password"]
     new_password.update(minLength=config["SIGNIN_PASSWORD_MIN_LENGTH"], maxLength=MAX_LENGTH)
@@ -298,6 +329,8 @@ def _example(described: dict[str, Any], schema: dict[str, Any]) -> Any:
         schema = described["components"]["schemas"][schema["$ref"].rpartition("/")[2]]
     if "example" in schema:
         return schema["example"]
+    if "oneOf" in schema:
+        return _example(described, schema["oneOf"][0])
     if "items" in schema:
         item = _example(described, schema["items"])
         return NO_EXAMPLE if item is NO_EXAMPLE else [item]

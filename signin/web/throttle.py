@@ -106,7 +106,8 @@ def _limit(setting: str, name: str, **options: Any) -> Callable:
 
 
 def _shared(setting: str, name: str, **options: Any) -> Callable:
-    # One count for every endpoint it decorates: a failed password change counts as a failed sign-in.
+    # One count for every endpoint it decorates: a failed password change counts as a failed sign-in, and a
+    # sign-in at the token endpoint as one at /signin/.
     return limiter.shared_limit(_setting(setting), scope=name, on_breach=_breached(name), **options)
 
 
@@ -142,6 +143,12 @@ def _throttled(*limits: Callable) -> Callable[[Callable], Callable]:
     return decorate
 
 
+def limited_by_callees(view: Callable) -> Callable:
+    """Let the limiter see a view whose limits the functions it calls apply (the token endpoint's grants)."""
+    setattr(view, THROTTLED, True)
+    return view
+
+
 _failures = (
     _shared(
         "SIGNIN_LIMIT_FAILURES_PER_USERNAME_AND_ADDRESS",
@@ -157,10 +164,10 @@ _failures = (
         exempt_when=_remembered,
     ),
 )
-throttle_signin = _throttled(_limit("SIGNIN_LIMIT_SIGNIN_PER_ADDRESS", "signin_per_address"), *_failures)
+throttle_signin = _throttled(_shared("SIGNIN_LIMIT_SIGNIN_PER_ADDRESS", "signin_per_address"), *_failures)
 # Endpoints that take the bearer's password or one-time code again: below require_token, keyed by its user.
 throttle_reauthentication = _throttled(*_failures)
-throttle_refresh = _throttled(_limit("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "refresh_per_address"))
+throttle_refresh = _throttled(_shared("SIGNIN_LIMIT_REFRESH_PER_ADDRESS", "refresh_per_address"))
 throttle_service = _throttled(_limit("SIGNIN_LIMIT_SERVICE_CALLS", "calls_per_service", key_func=_service_or_address))
 
 

@@ -54,7 +54,7 @@ from redis import Redis
 from signin.store.outages import NotReplicated
 from signin.store.tokens.digests import digest, session_ref
 from signin.store.tokens.records import RAW, Session
-from signin.store.tokens.store import IssuedTokens, RefreshRejected, TokenStore
+from signin.store.tokens.store import ACCESS_TOKEN, REFRESH_TOKEN, IssuedTokens, LiveToken, RefreshRejected, TokenStore
 
 EXTENSION = "signin.tokens"
 
@@ -72,8 +72,11 @@ def token_store() -> TokenStore:
 
 
 __all__ = [
+    "ACCESS_TOKEN",
     "RAW",
+    "REFRESH_TOKEN",
     "IssuedTokens",
+    "LiveToken",
     "NotReplicated",
     "RefreshRejected",
     "Session",

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, cast
+from typing import Any, NamedTuple, NoReturn, cast
 
 import redis.exceptions
 from redis import Redis
@@ -44,6 +44,18 @@ class IssuedTokens:
     expires_in: int
     session: Session
     evicted: list[str] = field(default_factory=list)  # public ids
+
+
+# What a token is for (RFC 7662's token_type_hint values, and introspection's token_use).
+ACCESS_TOKEN, REFRESH_TOKEN = "access_token", "refresh_token"
+
+
+class LiveToken(NamedTuple):
+    """A live token: its session, when it expires, and whether it is the access or the refresh token."""
+
+    session: Session
+    expires_at: int
+    use: str
 
 
 class RefreshRejected(Exception):
@@ -153,8 +165,8 @@ class TokenStore:
         self._touch(session, now)
         return session
 
-    def resolve_any(self, token: str) -> tuple[Session, int] | None:
-        """Return the session of a live access or unspent refresh token, and when that token expires.
+    def resolve_any(self, token: str) -> LiveToken | None:
+        """Return what a live access or unspent refresh token is: its session, when it expires, which of the two.
 
         One round trip (two, once every touch_seconds for an access token).
         """
@@ -163,15 +175,16 @@ class TokenStore:
             return None
         now = self.clock()
         if hmac.compare_digest(session.access_digest, presented):
-            expires_at = session.expires_at
-            if expires_at > now:
+            live = LiveToken(session, session.expires_at, ACCESS_TOKEN)
+            if live.expires_at > now:
                 self._touch(session, now)
         elif hmac.compare_digest(session.refresh_digest, presented):
             # The key may outlive it.
-            expires_at = min(session.issued_at + self.refresh_ttl, self._ends(session.created_at, session.issued_at))
+            ends = min(session.issued_at + self.refresh_ttl, self._ends(session.created_at, session.issued_at))
+            live = LiveToken(session, ends, REFRESH_TOKEN)
         else:
             return None
-        return (session, expires_at) if expires_at > now else None
+        return live if live.expires_at > now else None
 
     def rotate(self, refresh_token: str) -> IssuedTokens:
         """Exchange a refresh token, exactly once, for a new pair of the same session, in one round trip.

@@ -167,6 +167,55 @@ class RefreshSchema(RequestSchema):
     )
 
 
+# The token endpoint's grants (RFC 6749 4.3 and 6), each a body of its own: the document offers them as oneOf.
+PASSWORD_GRANT, REFRESH_GRANT = "password", "refresh_token"
+
+
+class PasswordGrantSchema(SigninSchema):
+    grant_type = fields.String(
+        required=True,
+        validate=validate.Equal(PASSWORD_GRANT),
+        metadata={"description": "`password`: a username and password (RFC 6749 4.3).", "example": PASSWORD_GRANT},
+    )
+
+
+class RefreshGrantSchema(RefreshSchema):
+    grant_type = fields.String(
+        required=True,
+        validate=validate.Equal(REFRESH_GRANT),
+        metadata={"description": "`refresh_token`: a refresh token, once (RFC 6749 6).", "example": REFRESH_GRANT},
+    )
+    client_id = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 150),
+        metadata={"description": "The client asking: one of the configured clients (or by HTTP Basic). Optional."},
+    )
+
+
+class OAuthTokenSchema(Schema):
+    """A token pair in RFC 6749 5.1's shape, as OAuth 2.0 client libraries read it."""
+
+    access_token = fields.String(
+        required=True,
+        metadata={"description": "Send it as `Authorization: Bearer <access_token>`.", "example": ACCESS_TOKEN},
+    )
+    token_type = fields.String(required=True, metadata={"description": "Always `Bearer`.", "example": "Bearer"})
+    expires_in = fields.Integer(
+        required=True,
+        metadata={"description": "The access token's lifetime in seconds.", "example": 604800},
+    )
+    refresh_token = fields.String(
+        required=True,
+        metadata={
+            "description": "Exchange it, once, for a new pair (grant_type=refresh_token).",
+            "example": REFRESH_TOKEN,
+        },
+    )
+    scope = fields.String(
+        required=True, metadata={"description": "The scopes granted, separated by spaces.", "example": "read write"}
+    )
+
+
 class SignoutSchema(RequestSchema):
     everywhere = fields.Boolean(
         load_default=False,
@@ -186,7 +235,8 @@ class TokenRequestSchema(RequestSchema):
         load_default=None,
         validate=validate.Length(max=64),
         metadata={
-            "description": "`access_token` or `refresh_token`, as the caller believes; any other value is ignored.",
+            "description": "`access_token` or `refresh_token`, as the caller believes; any other value is ignored. "
+            "Introspection answers a live refresh token as active only when this says `refresh_token`.",
             "example": "access_token",
         },
     )
@@ -248,7 +298,17 @@ class IntrospectionSchema(Schema):
     username = fields.String(metadata={"description": "The user's username.", "example": "alice"})
     client_id = fields.String(metadata={"description": "The client the token was issued to.", "example": "signin"})
     scope = fields.String(metadata={"description": "The scopes granted, separated by spaces.", "example": "read write"})
-    token_type = fields.String(metadata={"description": "Always `Bearer`.", "example": "Bearer"})
+    token_type = fields.String(
+        metadata={"description": "`Bearer`, for an access token; absent for a refresh token.", "example": "Bearer"}
+    )
+    token_use = fields.String(
+        validate=validate.OneOf(["access_token", "refresh_token"]),
+        metadata={
+            "description": "What the token is for: `access_token`, or `refresh_token` (live only when the request's "
+            "token_type_hint is refresh_token: a refresh token is no bearer token).",
+            "example": "access_token",
+        },
+    )
     exp = fields.Integer(metadata={"description": "When the token expires, in Unix seconds.", "example": 1796547600})
     iat = fields.Integer(metadata={"description": "When it was issued, in Unix seconds.", "example": 1795942800})
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint, Response, g, request
 
 from signin.rules import refusals, sessions
 from signin.rules.sign_in import sign_in
-from signin.store.tokens import IssuedTokens, RefreshRejected, Session
+from signin.store.tokens import ACCESS_TOKEN, IssuedTokens, RefreshRejected, Session
 from signin.web.account.schemas import RefreshSchema, SigninSchema, SignoutSchema, TokenRequestSchema, grant
 from signin.web.auth import require_service, require_token
 from signin.web.errors import InvalidGrant, MfaRequired
@@ -49,12 +51,8 @@ def token_response(issued: IssuedTokens) -> dict:
     return {"token": token}
 
 
-@bp.post("/signin/")
-@throttle_signin
-def signin() -> dict:
-    """Exchange a username and password for a token pair."""
-    data = load(SIGNIN)
-    client_id, scope = grant(data["client_id"], data["scope"])
+def signed_in(data: dict[str, Any], client_id: str, scope: str) -> IssuedTokens:
+    """Sign in with a parsed body's credentials; a refusal counts against the failure limits, and is raised on."""
     try:
         issued = sign_in(
             data["username"],
@@ -65,14 +63,25 @@ def signin() -> dict:
             address=client_address(),
             user_agent=request.headers.get("User-Agent", ""),
         )
-    except refusals.MfaRequired:
-        credentials_refused()
-        raise MfaRequired() from None
     except refusals.AuthenticationFailed:
         credentials_refused()
-        raise InvalidGrant() from None
+        raise
     remember_address(issued.session.username)
-    return token_response(issued)
+    return issued
+
+
+@bp.post("/signin/")
+@throttle_signin
+def signin() -> dict:
+    """Exchange a username and password for a token pair."""
+    data = load(SIGNIN)
+    client_id, scope = grant(data["client_id"], data["scope"])
+    try:
+        return token_response(signed_in(data, client_id, scope))
+    except refusals.MfaRequired:
+        raise MfaRequired() from None
+    except refusals.AuthenticationFailed:
+        raise InvalidGrant() from None
 
 
 @bp.post("/refresh/")
@@ -115,20 +124,20 @@ def me() -> dict:
 def introspect() -> dict:
     """Tell a registered service whether a token is live, and whose it is (RFC 7662)."""
     data = load(TOKEN_REQUEST)
-    live = sessions.live_token(data["token"])
+    live = sessions.introspect(data["token"], data["token_type_hint"])
     if live is None:
         return {"active": False}
-    session, expires_at = live
-    return {
+    session = live.session
+    claims: dict[str, object] = {
         "active": True,
         "sub": str(session.user_id),
         "username": session.username,
         "client_id": session.client_id,
         "scope": session.scope,
-        "token_type": "Bearer",
-        "exp": expires_at,
-        "iat": session.issued_at,
     }
+    if live.use == ACCESS_TOKEN:
+        claims |= {"token_type": "Bearer"}  # a refresh token is no bearer token
+    return claims | {"token_use": live.use, "exp": live.expires_at, "iat": session.issued_at}
 
 
 @bp.post("/revoke/")
