@@ -244,6 +244,8 @@ def test_signing_in_with_an_imported_hash_moves_it_to_the_configured_method(app,
     ]
     assert made[name] not in json.dumps(audit_lines())
     assert client.post(SIGNIN, json={"username": "imported", "password": PASSWORD}).status_code == 200
+    label = moved[0]["from_format"]
+    assert f'signin_password_rehashes_total{{from_format="{label}"}} 1.0' in client.get("/metrics").get_data(as_text=True)
 
 
 def test_a_bcrypt_user_signs_in_with_a_long_password_then_only_with_that_one(app, client):

@@ -54,6 +54,9 @@ class Metrics:
         self.throttled = counter("throttled", "Requests refused by a rate limit, by limit.", "limit")
         self.store_errors = counter("store_errors", "Requests answered 503 because a store was out of reach.", "store")
         self.busy = counter("hashing_busy", "Requests answered 503 because every password check slot was taken.")
+        self.rehashes = counter(
+            "password_rehashes", "Hashes moved to the configured method at sign-in, by their format.", "from_format"
+        )
         self.latency = Histogram(
             "request_duration_seconds",
             "Time to answer a request, by Flask endpoint and status class.",
@@ -100,6 +103,8 @@ def count_event(happened: Happened) -> None:
         metrics.child(metrics.revocations, kind).inc()
     elif event == Event.THROTTLED and reason:
         metrics.child(metrics.throttled, reason).inc()
+    elif event == Event.PASSWORD_REHASHED:
+        metrics.child(metrics.rehashes, str(details.get("from_format"))).inc()
 
 
 def count_store_error(store: str) -> None:
