@@ -166,7 +166,7 @@ def _before(connection: Connection) -> str:
 
 def current(url: str) -> Standing:
     """Return where the database at ``url`` stands."""
-    engine = upgrade_engine(url)
+    engine = command_engine(url)
     try:
         with engine.connect() as connection:
             found = revisions(connection)
