@@ -228,7 +228,8 @@ class Client:
             status, _ = self.call("final: me (live)", "GET", ME, token=pair.access)
             self.expect("final: me (live)", status, 200, "lost", f"a live access token of {pair.username}")
         for pair in self.live:
-            data = f"token={pair.refresh}".encode()
+            # A refresh token is active to introspection only when hinted as one (API.md, introspection).
+            data = f"token={pair.refresh}&token_type_hint=refresh_token".encode()
             headers = {"Authorization": self.service, "Content-Type": "application/x-www-form-urlencoded"}
             status, body = self._send("final: introspect (live)", "POST", INTROSPECT, data, headers)
             answered = self.expect("final: introspect (live)", status, 200, "unexpected status", "a live refresh token")
