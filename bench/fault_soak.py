@@ -471,7 +471,9 @@ class FaultClient(Client):
     def introspect(self, action: str = "introspect", pair: Pair | None = None, token: str | None = None) -> None:
         pair = pair or self.rng.choice(self.live)
         token = token or self.rng.choice((pair.access, pair.refresh))
-        data = f"token={token}".encode()
+        # A refresh token is active to introspection only when hinted as one (API.md, introspection).
+        hint = "&token_type_hint=refresh_token" if token == pair.refresh else ""
+        data = f"token={token}{hint}".encode()
         headers = {"Authorization": self.service, "Content-Type": "application/x-www-form-urlencoded"}
         status, body = self._send(action, "POST", INTROSPECT, data, headers)
         if self.in_flight(status) and not self.strict:
