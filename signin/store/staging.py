@@ -19,8 +19,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from signin.store.models import USERNAME_KEY_LENGTH, User
 
-# Rows written, or read back, at a time.
+# Lines staged, or read back, at a time.
 BATCH = 10_000
+# Users written into the users table a transaction at a time: each holds SQLite's one write lock, for which a
+# sign-in's own write waits (at most SIGNIN_STORE_TIMEOUT), so each is kept to milliseconds.
+BATCH = 2000
 
 _metadata = MetaData()
 staging = Table(
@@ -142,7 +145,7 @@ class Staging:
                 return
             after = rows[-1][0]
 
-    def insert_new(self, progress: Any = None) -> int:
+    def insert_new(self) -> int:
         """Move the good lines naming no user into ``users``, a committed batch at a time; return how many moved.
 
         A name taken meanwhile (by another door) is left out, not an error.
@@ -158,7 +161,5 @@ class Staging:
             statement = dialect.insert(users).from_select(columns, chosen).on_conflict_do_nothing()
             moved += self.connection.execute(statement, execution_options={"preserve_rowcount": True}).rowcount
             self.connection.commit()
-            if progress is not None:
-                progress(min(BATCH, self.lines - start))
         return moved
 
